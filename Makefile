@@ -1,0 +1,55 @@
+# imgflow: `make help` lists the targets. Every target sets up the environment it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+# uv comes from PyPI (installed with pip when missing); the environment is .venv, from uv.lock.
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+EXTRA ?= cpu
+VENV := .venv
+STAMP := $(VENV)/.installed-$(EXTRA)
+RUN := $(UV) run --frozen --no-sync
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help env run repro test test-slow test-all lint format ui bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml uv.lock
+	@$(PYTHON) -m uv --version >/dev/null 2>&1 || command -v uv >/dev/null 2>&1 || \
+		$(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) sync --frozen --extra $(EXTRA)
+	@touch $@
+
+env: $(STAMP) ## create .venv from uv.lock (EXTRA=gpu for TensorFlow's CUDA build)
+
+run: $(STAMP) ## run the whole pipeline through Prefect on the bundled digits (ARGS="--source idx --path ...")
+	$(RUN) imgflow run $(ARGS)
+
+repro: $(STAMP) ## reproduce the pipeline with DVC alone (`dvc repro`)
+	$(RUN) dvc repro
+
+test: $(STAMP) ## run the test suite (fast: tiny epochs; excludes tests marked slow)
+	$(RUN) pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) ## run only the slow tests (real MNIST data, longer training)
+	$(RUN) pytest -m slow $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff lint and format check
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: $(STAMP) ## ruff autofix and format
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+ui: $(STAMP) ## start the MLflow UI on http://127.0.0.1:5000 against ./mlflow.db
+	$(RUN) imgflow ui
+
+bench: $(STAMP) ## benchmark `make run` (full and no-op) on the digits default
+	$(RUN) python benchmarks/bench_run.py
+
+clean: ## remove pipeline outputs (keeps data/, .venv, mlflow.db)
+	rm -rf artifacts metrics plots reports/registry.json

@@ -1,0 +1,95 @@
+"""`imgflow`: the command line for users. `imgflow run` runs the Prefect retraining flow."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tasks.ingest import SOURCES
+
+MLFLOW_UI_PORT = 5000
+
+
+def _run(args: argparse.Namespace) -> int:
+    from flows.retrain import retrain
+    from tasks.report import format_table
+    from tasks.stages import StageError
+
+    try:
+        summary = retrain(
+            source=args.source,
+            path=str(args.path) if args.path else None,
+            name=args.name,
+            repo=str(Path.cwd()),
+        )
+    except StageError as error:
+        print(f"\nimgflow run failed: {error}", file=sys.stderr)
+        return 1
+    print()
+    print(f"dataset {summary.dataset}, data version {summary.data_version}")
+    print(f"stages run: {', '.join(summary.stages_run) or 'none (everything up to date)'}")
+    print(format_table(summary.models))
+    print(f"\nReview the runs in the MLflow UI: `make ui`, then http://127.0.0.1:{MLFLOW_UI_PORT}")
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from tasks.ingest import IngestError, ensure_dataset
+
+    try:
+        changed = ensure_dataset(args.source, args.path, args.name, Path.cwd())
+    except IngestError as error:
+        print(f"ingest failed, data/ left unchanged: {error}", file=sys.stderr)
+        return 1
+    print("data/ updated and versioned (data.dvc)" if changed else "data/ already holds it")
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    print(f"MLflow UI: http://127.0.0.1:{args.port} (store {uri}); Ctrl-C stops it")
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+    ]
+    os.execv(sys.executable, command)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imgflow", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, helptext in (
+        ("run", "ingest (if needed) and run every out-of-date stage through Prefect"),
+        ("ingest", "materialise a dataset into data/ and version it with DVC"),
+    ):
+        command = commands.add_parser(name, help=helptext)
+        command.add_argument("--source", choices=SOURCES, default="digits")
+        command.add_argument("--path", type=Path, help="dataset folder for idx and folder")
+        command.add_argument("--name", help="dataset name for registered models")
+    ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
+    ui.add_argument("--port", type=int, default=MLFLOW_UI_PORT)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "source", None) in ("idx", "folder") and not args.path:
+        build_parser().error(f"--source {args.source} needs --path")
+    handlers = {"run": _run, "ingest": _ingest, "ui": _ui}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

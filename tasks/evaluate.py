@@ -1,0 +1,239 @@
+"""Evaluate: score one trained model on the held-out test split.
+
+Classifiers: accuracy, loss, macro-F1, per-class scores, calibration error, confusion matrix and
+the worst-classified images. GAN: the share of generated images that the run's CNN recognises as
+the requested class, the classes covered, and the Frechet distance in the CNN's feature space
+(next to the same distance between real train and test images: the floor a perfect GAN reaches).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.params import ParamsError, load_params, section
+from tasks.paths import (
+    CLASSIFIERS,
+    MODEL_NAMES,
+    PARAMS_FILE,
+    PLOTS_DIR,
+    PREPARED_META_FILE,
+    SPLITS_FILE,
+    model_dir,
+    model_metrics_file,
+)
+
+EMBEDDING_LAYER = "embedding"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def confusion_plot_file(model: str, root: Path = Path(".")) -> Path:
+    return root / PLOTS_DIR / "confusion" / f"{model}.csv"
+
+
+def images_dir(model: str, root: Path = Path(".")) -> Path:
+    return root / PLOTS_DIR / "images" / model
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15):
+    """ECE: mean |accuracy - confidence| over equal-width confidence bins, weighted by size."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    error = 0.0
+    for low, high in itertools.pairwise(edges):
+        members = (confidence > low) & (confidence <= high)
+        if members.any():
+            error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(error)
+
+
+def classification_metrics(
+    probabilities: np.ndarray, labels: np.ndarray, class_names: list[str]
+) -> dict[str, Any]:
+    """Headline and per-class scores from predicted probabilities."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    predictions = probabilities.argmax(axis=1)
+    picked = probabilities[np.arange(len(labels)), labels]
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, predictions, labels=range(len(class_names)), zero_division=0
+    )
+    return {
+        "test_accuracy": float((predictions == labels).mean()),
+        "test_loss": float(-np.log(np.clip(picked, 1e-7, 1.0)).mean()),
+        "macro_f1": float(f1.mean()),
+        "expected_calibration_error": expected_calibration_error(probabilities, labels),
+        "test_images": len(labels),
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "f1": float(f)}
+            for name, p, r, f in zip(class_names, precision, recall, f1, strict=True)
+        },
+    }
+
+
+def evaluate_classifier(model: str, root: Path, x_test, y_test, class_names) -> dict[str, Any]:
+    import keras
+
+    from tasks.figures import save_confusion_matrix, save_image_grid
+
+    network = keras.models.load_model(root / model_dir(model) / "model.keras", safe_mode=True)
+    probabilities = network.predict(x_test.astype("float32"), batch_size=256, verbose=0)
+    metrics = classification_metrics(probabilities, y_test, class_names)
+    predictions = probabilities.argmax(axis=1)
+
+    rows = [(class_names[a], class_names[p]) for a, p in zip(y_test, predictions, strict=True)]
+    write_csv(confusion_plot_file(model, root), ["actual", "predicted"], rows)
+    matrix = np.zeros((len(class_names), len(class_names)), dtype=np.int64)
+    np.add.at(matrix, (y_test, predictions), 1)
+    figures = images_dir(model, root)
+    save_confusion_matrix(
+        matrix,
+        class_names,
+        figures / "confusion_matrix.png",
+        f"{model}: accuracy {metrics['test_accuracy']:.4f}",
+    )
+    worst = np.argsort(probabilities[np.arange(len(y_test)), y_test])[:16]
+    save_image_grid(x_test[worst], figures / "worst_classified.png", columns=8)
+    return metrics
+
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to two feature sets (the FID formula)."""
+    from scipy import linalg
+
+    mean_a, mean_b = features_a.mean(axis=0), features_b.mean(axis=0)
+    cov_a = np.cov(features_a, rowvar=False)
+    cov_b = np.cov(features_b, rowvar=False)
+    covariance_sqrt, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    covariance_sqrt = np.real(covariance_sqrt)
+    distance = ((mean_a - mean_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covariance_sqrt)
+    return float(max(distance, 0.0))
+
+
+def evaluate_gan(
+    root: Path, x_train, x_test, class_names: list[str], params: dict[str, Any], seed: int
+) -> dict[str, Any]:
+    import keras
+
+    from tasks.figures import save_image_grid
+
+    generator = keras.models.load_model(root / model_dir("gan") / "generator.keras", safe_mode=True)
+    judge_file = root / model_dir("cnn") / "model.keras"
+    if not judge_file.is_file():
+        raise FileNotFoundError(
+            f"{judge_file} not found: the GAN is judged by the CNN, run train@cnn"
+        )
+    judge = keras.models.load_model(judge_file, safe_mode=True)
+    features = keras.Model(judge.inputs, judge.get_layer(EMBEDDING_LAYER).output)
+
+    classes = len(class_names)
+    count = int(params["gan_samples"])
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % classes
+    latent_dim = int(generator.inputs[0].shape[-1])
+    noise = rng.normal(size=(count, latent_dim)).astype("float32")
+    generated = generator.predict([noise, labels.reshape(-1, 1).astype("int32")], verbose=0)
+    generated = np.clip((generated.astype("float32") + 1.0) * 127.5, 0.0, 255.0)
+
+    probabilities = judge.predict(generated, batch_size=256, verbose=0)
+    recognisable = probabilities[np.arange(count), labels] >= float(params["confidence"])
+    covered = np.unique(labels[recognisable])
+
+    real_count = min(len(x_test), len(x_train), count)
+    test_features = features.predict(x_test[:real_count].astype("float32"), verbose=0)
+    train_features = features.predict(x_train[:real_count].astype("float32"), verbose=0)
+    fake_features = features.predict(generated, batch_size=256, verbose=0)
+
+    figures = images_dir("gan", root)
+    grid_labels = np.repeat(np.arange(classes), 10)
+    grid_noise = rng.normal(size=(len(grid_labels), latent_dim)).astype("float32")
+    grid = generator.predict([grid_noise, grid_labels.reshape(-1, 1).astype("int32")], verbose=0)
+    save_image_grid((grid + 1.0) * 127.5, figures / "samples.png", columns=10)
+    return {
+        "recognisable_share": float(recognisable.mean()),
+        "classes_covered": len(covered),
+        "classes_total": classes,
+        "frechet_distance": frechet_distance(fake_features, test_features),
+        "frechet_floor": frechet_distance(train_features, test_features),
+        "generated_images": count,
+        "per_class_recognisable": {
+            name: float(recognisable[labels == index].mean())
+            for index, name in enumerate(class_names)
+        },
+    }
+
+
+def write_csv(path: Path, header: list[str], rows: Sequence[Sequence[Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_metrics(metrics: dict[str, Any], path: Path) -> None:
+    """Deterministic JSON (rounded floats, sorted keys), replaced atomically."""
+
+    def rounded(value: Any) -> Any:
+        if isinstance(value, float):
+            return round(value, 6)
+        if isinstance(value, dict):
+            return {k: rounded(v) for k, v in value.items()}
+        return value
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(rounded(metrics), indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, path)
+
+
+def evaluate(model: str, root: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Score `model` on the test split; write metrics/<model>.json and its plots."""
+    from tasks.prepare import load_meta, load_splits
+
+    meta = load_meta(root / PREPARED_META_FILE)
+    splits = load_splits(root / SPLITS_FILE)
+    class_names = [str(name) for name in meta["class_names"]]
+    if model in CLASSIFIERS:
+        metrics = evaluate_classifier(model, root, splits.x["test"], splits.y["test"], class_names)
+    else:
+        metrics = evaluate_gan(
+            root,
+            splits.x["train"],
+            splits.x["test"],
+            class_names,
+            section(params, "evaluate"),
+            int(section(params, "seed")),
+        )
+    write_metrics(metrics, model_metrics_file(model, root))
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", choices=MODEL_NAMES)
+    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
+    parser.add_argument("--root", type=Path, default=Path("."))
+    args = parser.parse_args(argv)
+    try:
+        metrics = evaluate(args.model, args.root, load_params(args.params))
+    except (ParamsError, FileNotFoundError) as error:
+        print(f"evaluate {args.model} failed: {error}", file=sys.stderr)
+        return 1
+    headline = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    print(f"evaluated {args.model}: " + ", ".join(f"{k}={v:.4g}" for k, v in headline.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,301 @@
+"""Ingest: materialise a source dataset as the canonical raw image folder in `data/`.
+
+Layout written: `data/<class name>/<index>.png` (one PNG per image) plus `data/manifest.json`
+(dataset name, source, class names, image shape, counts). Output is byte-deterministic for a
+given source, so the committed `data.dvc` matches a fresh ingest of the bundled default.
+The folder is built next to `data/` and swapped in only when complete: bad input never leaves
+a half-written or mixed dataset behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tasks.paths import DATA_DIR, MANIFEST_NAME
+
+SOURCES: tuple[str, ...] = ("digits", "idx", "folder")
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg"})
+
+
+class IngestError(ValueError):
+    """The source cannot become a dataset; the message says which file or argument and why."""
+
+
+@dataclass(frozen=True)
+class SourceImages:
+    """Decoded images of a source: uint8 (N, H, W, C), int labels indexing class_names."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    origin: str
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    data_dir: Path
+    name: str
+    source: str
+    count: int
+    class_names: list[str]
+
+
+def load_digits_source() -> SourceImages:
+    """scikit-learn's bundled 8x8 digits (values 0..16), scaled to 0..255 grayscale."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., np.newaxis]
+    class_names = [str(name) for name in digits.target_names]
+    return SourceImages(images, digits.target.astype(np.int64), class_names, "sklearn.datasets")
+
+
+def _find_idx_file(root: Path, kind: str) -> Path:
+    candidates = sorted(
+        path for path in root.iterdir() if f"{kind}-idx" in path.name and path.is_file()
+    )
+    if len(candidates) != 1:
+        raise IngestError(
+            f"idx source {root}: expected exactly one '*{kind}-idx*' file (.gz or raw), "
+            f"found {[path.name for path in candidates]}"
+        )
+    return candidates[0]
+
+
+def _read_idx(path: Path, expected_dims: int) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as error:
+        raise IngestError(f"{path}: cannot read IDX file ({error})") from error
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise IngestError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
+    dims = raw[3]
+    if dims != expected_dims:
+        raise IngestError(f"{path}: expected {expected_dims} dimensions, header says {dims}")
+    header_size = 4 + 4 * dims
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=header_size)
+    if data.size != int(np.prod(shape)):
+        raise IngestError(
+            f"{path}: header declares shape {shape} but holds {data.size} values (truncated?)"
+        )
+    return data.reshape(shape)
+
+
+def load_idx_source(path: Path) -> SourceImages:
+    """MNIST-format IDX files (`*images-idx3-ubyte[.gz]`, `*labels-idx1-ubyte[.gz]`)."""
+    if not path.is_dir():
+        raise IngestError(f"idx source: {path} is not a directory")
+    images_file = _find_idx_file(path, "images")
+    labels_file = _find_idx_file(path, "labels")
+    images = _read_idx(images_file, 3)[..., np.newaxis]
+    labels = _read_idx(labels_file, 1).astype(np.int64)
+    if len(images) != len(labels):
+        raise IngestError(f"idx source {path}: {len(images)} images but {len(labels)} labels")
+    class_names = [str(label) for label in range(int(labels.max()) + 1)]
+    return SourceImages(images, labels, class_names, f"idx:{images_file.name},{labels_file.name}")
+
+
+def _decode_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode not in ("L", "RGB"):
+                image = image.convert("RGB" if "A" in image.mode or image.mode == "P" else "L")
+            array = np.asarray(image, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise IngestError(f"{path}: cannot decode image ({error})") from error
+    return array[..., np.newaxis] if array.ndim == 2 else array
+
+
+def load_folder_source(path: Path) -> SourceImages:
+    """Any class-per-folder tree of PNG/JPEG files; class names are the sub-folder names."""
+    if not path.is_dir():
+        raise IngestError(f"folder source: {path} is not a directory")
+    root = path.resolve()
+    class_dirs = sorted(child for child in path.iterdir() if child.is_dir())
+    if not class_dirs:
+        raise IngestError(f"folder source {path}: no class sub-folders found")
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    for label, class_dir in enumerate(class_dirs):
+        files = sorted(
+            file
+            for file in class_dir.rglob("*")
+            if file.suffix.lower() in IMAGE_SUFFIXES and not file.is_dir()
+        )
+        if not files:
+            raise IngestError(f"folder source: class folder {class_dir} holds no PNG/JPEG images")
+        for file in files:
+            if not file.resolve().is_relative_to(root):
+                raise IngestError(f"{file}: resolves outside {path} (symlink); refusing to read it")
+            images.append(_decode_image(file))
+            labels.append(label)
+    shapes = sorted({image.shape for image in images})
+    if len(shapes) != 1:
+        raise IngestError(
+            f"folder source {path}: images have different shapes {shapes}; "
+            "resize them to one shape and channel count first"
+        )
+    class_names = [class_dir.name for class_dir in class_dirs]
+    return SourceImages(np.stack(images), np.asarray(labels, np.int64), class_names, "folder")
+
+
+def load_source(source: str, path: Path | None) -> SourceImages:
+    if source not in SOURCES:
+        raise IngestError(f"unknown source '{source}'; choose one of {', '.join(SOURCES)}")
+    if source == "digits":
+        return load_digits_source()
+    if path is None:
+        raise IngestError(f"source '{source}' needs --path")
+    return load_idx_source(path) if source == "idx" else load_folder_source(path)
+
+
+def default_name(source: str, path: Path | None) -> str:
+    """Dataset name used for registered models: 'digits', or the source folder's name."""
+    if source == "digits" or path is None:
+        return "digits"
+    return path.resolve().name.lower().replace("_", "-").replace(" ", "-")
+
+
+def write_image_folder(
+    loaded: SourceImages, out_dir: Path, name: str, source: str
+) -> dict[str, object]:
+    """Write one PNG per image under out_dir/<class>/ and the manifest; returns the manifest."""
+    counts = np.bincount(loaded.labels, minlength=len(loaded.class_names))
+    next_index = np.zeros(len(loaded.class_names), dtype=np.int64)
+    for class_name in loaded.class_names:
+        (out_dir / class_name).mkdir(parents=True)
+    for image, label in zip(loaded.images, loaded.labels, strict=True):
+        file = out_dir / loaded.class_names[label] / f"{next_index[label]:05d}.png"
+        next_index[label] += 1
+        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(file, format="PNG")
+    manifest: dict[str, object] = {
+        "name": name,
+        "source": source,
+        "origin": loaded.origin,
+        "class_names": loaded.class_names,
+        "image_shape": list(loaded.images.shape[1:]),
+        "count": len(loaded.labels),
+        "class_counts": {n: int(c) for n, c in zip(loaded.class_names, counts, strict=True)},
+    }
+    (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def ingest(
+    source: str = "digits",
+    path: Path | None = None,
+    data_dir: Path = DATA_DIR,
+    name: str | None = None,
+) -> IngestResult:
+    """Load a source and atomically replace data_dir with its canonical image folder."""
+    loaded = load_source(source, path)
+    if len(loaded.labels) == 0:
+        raise IngestError(f"source '{source}' holds no images")
+    name = name or default_name(source, path)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}-ingest-", dir=data_dir.parent))
+    try:
+        write_image_folder(loaded, staging / "data", name, source)
+        backup = data_dir.with_name(f".{data_dir.name}-previous")
+        if backup.exists():
+            shutil.rmtree(backup)
+        if data_dir.exists():
+            data_dir.rename(backup)
+        (staging / "data").rename(data_dir)
+        if backup.exists():
+            shutil.rmtree(backup)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return IngestResult(data_dir, name, source, len(loaded.labels), loaded.class_names)
+
+
+def read_manifest(data_dir: Path = DATA_DIR) -> dict[str, object]:
+    manifest_file = data_dir / MANIFEST_NAME
+    if not manifest_file.is_file():
+        raise IngestError(f"{manifest_file} not found: run `imgflow ingest` first")
+    return json.loads(manifest_file.read_text())
+
+
+def version_data(data_dir: Path = DATA_DIR, repo_root: Path = Path(".")) -> None:
+    """Record the data folder as a new DVC data version (`dvc add`), pushing if a remote exists."""
+    from tasks.stages import dvc_command
+
+    target = str(data_dir.resolve().relative_to(repo_root.resolve()))
+    subprocess.run(dvc_command("add", "--quiet", target), cwd=repo_root, check=True)
+    remotes = subprocess.run(
+        dvc_command("remote", "list"), cwd=repo_root, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    if remotes:
+        subprocess.run(dvc_command("push", "--quiet", f"{target}.dvc"), cwd=repo_root, check=True)
+
+
+def ensure_dataset(
+    source: str = "digits",
+    path: Path | None = None,
+    name: str | None = None,
+    repo_root: Path = Path("."),
+) -> bool:
+    """Make data_dir hold `source` as a DVC data version; returns True when it (re)ingested.
+
+    A digits or idx dataset already in place (same source, origin and name) is kept as is;
+    a folder source is re-read every time, since its files may have changed (an unchanged
+    folder gives the same bytes, so DVC sees the same data version).
+    """
+    data_dir = repo_root / DATA_DIR
+    wanted_name = name or default_name(source, path)
+    if source != "folder" and (data_dir / MANIFEST_NAME).is_file():
+        manifest = read_manifest(data_dir)
+        if manifest.get("source") == source and manifest.get("name") == wanted_name:
+            loaded_origin = manifest.get("origin")
+            if source == "digits" or (path is not None and _idx_origin(path) == loaded_origin):
+                return False
+    ingest(source, path, data_dir, wanted_name)
+    version_data(data_dir, repo_root)
+    return True
+
+
+def _idx_origin(path: Path) -> str:
+    return f"idx:{_find_idx_file(path, 'images').name},{_find_idx_file(path, 'labels').name}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", choices=SOURCES, default="digits")
+    parser.add_argument("--path", type=Path, help="source folder (idx and folder sources)")
+    parser.add_argument("--name", help="dataset name for registered models (default: derived)")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--no-version", action="store_true", help="skip `dvc add`")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = ingest(args.source, args.path, args.data_dir, args.name)
+    except IngestError as error:
+        print(f"ingest failed, {args.data_dir} left unchanged: {error}", file=sys.stderr)
+        return 1
+    if not args.no_version:
+        version_data(args.data_dir)
+    print(f"ingested {result.count} images of {len(result.class_names)} classes as '{result.name}'")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""The real Prefect flow (temporary Prefect server via prefect_test_harness) on a repo copy."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import registered_versions
+
+pytestmark = pytest.mark.pipeline
+
+
+@pytest.fixture(scope="module")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_retrain_flow_registers_three_models_and_a_rerun_trains_nothing(
+    repo_copy: Path, prefect_harness: None
+) -> None:
+    from flows.retrain import retrain
+
+    summary = retrain(repo=str(repo_copy))
+    assert {"train@cnn", "train@rnn", "train@gan", "register"} <= set(summary.stages_run)
+    assert [m["model"] for m in summary.models] == ["cnn", "rnn", "gan"]
+    assert registered_versions(os.environ["MLFLOW_TRACKING_URI"]) == {
+        "digits-cnn": ["1"],
+        "digits-rnn": ["1"],
+        "digits-gan": ["1"],
+    }
+    status = subprocess.run(
+        [sys.executable, "-m", "dvc", "status"], capture_output=True, text=True, check=True
+    )
+    assert "Data and pipelines are up to date" in status.stdout
+
+    again = retrain(repo=str(repo_copy))
+    assert again.stages_run == []
+    assert all(entry["reused"] or entry["version"] == "1" for entry in again.models)
+    assert registered_versions(os.environ["MLFLOW_TRACKING_URI"])["digits-cnn"] == ["1"]
