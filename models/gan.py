@@ -1,0 +1,243 @@
+"""Class-conditional DCGAN: generator, discriminator and the adversarial training model.
+
+Conventions:
+- The generator maps (noise, label) to images in [-1, 1] (tanh output).
+- The discriminator maps (image in [-1, 1], label) to one real/fake logit.
+- `ConditionalGAN.fit` takes a dataset of (raw 0..255 images, integer labels) and scales the
+  images to [-1, 1] itself; `ConditionalGAN.generate` returns images back in 0..255.
+- Training uses the non-saturating GAN loss (Goodfellow et al. 2014, section 3): the
+  discriminator minimises BCE(1, D(real)) + BCE(0, D(fake)) and the generator minimises
+  BCE(1, D(fake)) = -log D(G(z)) instead of log(1 - D(G(z))), which saturates early in training.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+from models._checks import (
+    check_image_shape,
+    check_num_classes,
+    check_positive_int,
+    check_rate,
+)
+
+_binary_crossentropy = keras.losses.BinaryCrossentropy(from_logits=True)
+
+
+def discriminator_loss(real_logits, fake_logits, real_label: float = 1.0):
+    """Return BCE(real_label, D(real)) + BCE(0, D(fake)) on logits, averaged over the batch.
+
+    A `real_label` below 1 (e.g. 0.9) is one-sided label smoothing: only the real targets are
+    softened, the fake targets stay at 0 (Salimans et al. 2016).
+    """
+    real_loss = _binary_crossentropy(ops.full_like(real_logits, real_label), real_logits)
+    fake_loss = _binary_crossentropy(ops.zeros_like(fake_logits), fake_logits)
+    return real_loss + fake_loss
+
+
+def generator_loss(fake_logits):
+    """Return the non-saturating generator loss BCE(1, D(fake)) = mean(-log sigmoid(logits))."""
+    return _binary_crossentropy(ops.ones_like(fake_logits), fake_logits)
+
+
+def build_generator(
+    latent_dim: int,
+    num_classes: int,
+    image_shape: tuple[int, int, int],
+    base_filters: int = 64,
+) -> keras.Model:
+    """Build the generator: inputs [noise (latent_dim,), label (1,) int], output tanh images.
+
+    The label embedding is concatenated with the noise, projected to a (H/4, W/4) map and
+    upsampled twice by strided transposed convolutions, so H and W must be divisible by 4.
+    """
+    latent_dim = check_positive_int(latent_dim, "latent_dim")
+    num_classes = check_num_classes(num_classes)
+    height, width, channels = check_image_shape(image_shape, "image_shape")
+    base_filters = check_positive_int(base_filters, "base_filters")
+    if height % 4 or width % 4:
+        raise ValueError(
+            f"image_shape={(height, width, channels)}: height and width must be divisible by 4 "
+            "(the generator upsamples twice by 2)"
+        )
+
+    noise = keras.Input(shape=(latent_dim,), name="noise")
+    label = keras.Input(shape=(1,), dtype="int32", name="label")
+    label_embedding = layers.Embedding(num_classes, latent_dim, name="label_embedding")(label)
+    label_embedding = layers.Flatten(name="label_flatten")(label_embedding)
+    x = layers.Concatenate(name="noise_and_label")([noise, label_embedding])
+
+    x = layers.Dense(
+        (height // 4) * (width // 4) * base_filters * 2, use_bias=False, name="project"
+    )(x)
+    x = layers.BatchNormalization(name="project_bn")(x)
+    x = layers.LeakyReLU(0.2, name="project_relu")(x)
+    x = layers.Reshape((height // 4, width // 4, base_filters * 2), name="to_feature_map")(x)
+    for index, block_filters in enumerate((base_filters * 2, base_filters), start=1):
+        x = layers.Conv2DTranspose(
+            block_filters, 4, strides=2, padding="same", use_bias=False, name=f"upsample{index}"
+        )(x)
+        x = layers.BatchNormalization(name=f"upsample{index}_bn")(x)
+        x = layers.LeakyReLU(0.2, name=f"upsample{index}_relu")(x)
+    outputs = layers.Conv2D(
+        channels, 3, padding="same", activation="tanh", dtype="float32", name="image"
+    )(x)
+    return keras.Model([noise, label], outputs, name="generator")
+
+
+def build_discriminator(
+    image_shape: tuple[int, int, int],
+    num_classes: int,
+    base_filters: int = 64,
+) -> keras.Model:
+    """Build the discriminator: inputs [image in [-1, 1], label (1,) int], output one logit.
+
+    The label is embedded as an extra (H, W) image channel concatenated with the input image.
+    """
+    height, width, channels = check_image_shape(image_shape, "image_shape")
+    num_classes = check_num_classes(num_classes)
+    base_filters = check_positive_int(base_filters, "base_filters")
+
+    image = keras.Input(shape=(height, width, channels), name="image")
+    label = keras.Input(shape=(1,), dtype="int32", name="label")
+    label_map = layers.Embedding(num_classes, height * width, name="label_embedding")(label)
+    label_map = layers.Reshape((height, width, 1), name="label_channel")(label_map)
+    x = layers.Concatenate(axis=-1, name="image_and_label")([image, label_map])
+    for index, block_filters in enumerate((base_filters, base_filters * 2), start=1):
+        x = layers.Conv2D(block_filters, 4, strides=2, padding="same", name=f"downsample{index}")(x)
+        x = layers.LeakyReLU(0.2, name=f"downsample{index}_relu")(x)
+        x = layers.Dropout(0.3, name=f"downsample{index}_dropout")(x)
+    x = layers.Flatten(name="flatten")(x)
+    logits = layers.Dense(1, dtype="float32", name="logit")(x)
+    return keras.Model([image, label], logits, name="discriminator")
+
+
+class ConditionalGAN(keras.Model):
+    """Adversarial trainer for a conditional generator/discriminator pair.
+
+    Train with `fit(dataset)` where the dataset yields (raw 0..255 images, integer labels);
+    `fit` reports the mean `d_loss` and `g_loss` of each epoch. `seed` makes the noise
+    reproducible; `label_smoothing` > 0 trains the discriminator towards 1 - label_smoothing
+    on real images (one-sided label smoothing), 0 gives the plain non-saturating loss.
+    """
+
+    def __init__(
+        self,
+        generator: keras.Model,
+        discriminator: keras.Model,
+        latent_dim: int,
+        num_classes: int,
+        seed: int | None = None,
+        label_smoothing: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.latent_dim = check_positive_int(latent_dim, "latent_dim")
+        self.num_classes = check_num_classes(num_classes)
+        self.label_smoothing = check_rate(label_smoothing, "label_smoothing", upper=0.5)
+        generator_latent_dim = generator.inputs[0].shape[-1]
+        if generator_latent_dim != self.latent_dim:
+            raise ValueError(
+                f"latent_dim={self.latent_dim} does not match the generator's noise input "
+                f"size {generator_latent_dim}"
+            )
+        self.generator = generator
+        self.discriminator = discriminator
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
+        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
+        # Both networks are built Functional models, so every weight of the GAN exists now;
+        # marking it built lets weight checkpoints (BackupAndRestore) save and restore it.
+        self.built = True
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        """The loss trackers, listed so Keras resets them at the start of every epoch."""
+        return [self.d_loss_tracker, self.g_loss_tracker]
+
+    def compile(
+        self,
+        generator_optimizer: keras.optimizers.Optimizer,
+        discriminator_optimizer: keras.optimizers.Optimizer,
+        **kwargs,
+    ) -> None:
+        """Set one optimizer per network; extra keyword arguments go to `keras.Model.compile`.
+
+        Under the `mixed_float16` policy both optimizers are wrapped in a LossScaleOptimizer.
+        """
+        super().compile(**kwargs)
+        if self.dtype_policy.name == "mixed_float16":
+            generator_optimizer = _loss_scaled(generator_optimizer)
+            discriminator_optimizer = _loss_scaled(discriminator_optimizer)
+        self.generator_optimizer = generator_optimizer
+        self.discriminator_optimizer = discriminator_optimizer
+
+    def call(self, inputs, training: bool = False):
+        """Generate images in [-1, 1] from [noise, label]."""
+        return self.generator(inputs, training=training)
+
+    def _sample_noise(self, batch_size):
+        return keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
+
+    def train_step(self, data):
+        """One discriminator update then one generator update on a batch of (images, labels)."""
+        images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        if labels is None:
+            raise ValueError("ConditionalGAN.fit needs a dataset of (images, labels) pairs")
+        real_images = ops.cast(images, "float32") / 127.5 - 1.0
+        labels = ops.reshape(ops.cast(labels, "int32"), (-1, 1))
+        batch_size = ops.shape(real_images)[0]
+
+        fake_images = self.generator([self._sample_noise(batch_size), labels], training=True)
+        with tf.GradientTape() as tape:
+            real_logits = self.discriminator([real_images, labels], training=True)
+            fake_logits = self.discriminator([fake_images, labels], training=True)
+            d_loss = discriminator_loss(real_logits, fake_logits, 1.0 - self.label_smoothing)
+            scaled_d_loss = self.discriminator_optimizer.scale_loss(d_loss)
+        d_weights = self.discriminator.trainable_weights
+        d_gradients = tape.gradient(scaled_d_loss, d_weights)
+        self.discriminator_optimizer.apply_gradients(zip(d_gradients, d_weights, strict=True))
+
+        with tf.GradientTape() as tape:
+            fake_images = self.generator([self._sample_noise(batch_size), labels], training=True)
+            fake_logits = self.discriminator([fake_images, labels], training=True)
+            g_loss = generator_loss(fake_logits)
+            scaled_g_loss = self.generator_optimizer.scale_loss(g_loss)
+        g_weights = self.generator.trainable_weights
+        g_gradients = tape.gradient(scaled_g_loss, g_weights)
+        self.generator_optimizer.apply_gradients(zip(g_gradients, g_weights, strict=True))
+
+        self.d_loss_tracker.update_state(d_loss)
+        self.g_loss_tracker.update_state(g_loss)
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def generate(self, labels, noise=None, batch_size: int = 256) -> np.ndarray:
+        """Generate one image per label; returns float32 pixel values in [0, 255].
+
+        `noise` defaults to fresh standard-normal samples from the model's seed generator.
+        """
+        labels = np.asarray(labels).reshape(-1, 1)
+        if labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be a non-empty array of integers, got {labels.dtype}")
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(
+                f"labels must lie in [0, {self.num_classes}), got {labels.min()}..{labels.max()}"
+            )
+        if noise is None:
+            noise = ops.convert_to_numpy(self._sample_noise(len(labels)))
+        noise = np.asarray(noise, dtype="float32")
+        if noise.shape != (len(labels), self.latent_dim):
+            raise ValueError(
+                f"noise must have shape {(len(labels), self.latent_dim)}, got {noise.shape}"
+            )
+        images = self.generator.predict(
+            [noise, labels.astype("int32")], batch_size=batch_size, verbose=0
+        )
+        return np.clip((images.astype("float32") + 1.0) * 127.5, 0.0, 255.0)
+
+
+def _loss_scaled(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer
+    return keras.optimizers.LossScaleOptimizer(optimizer)

@@ -1,0 +1,498 @@
+"""Register: record every trained model in MLflow and add it to the model registry.
+
+One parent run per pipeline call holds the data-validation summary; one nested run per model
+holds its params, per-epoch history, evaluation metrics, plots and the logged model, which becomes
+a new version of `<dataset>-<model>` tagged with its lineage (commit, data md5, params hash,
+artifact md5). A model whose artifact md5 equals the latest version's `model_md5` tag is not
+logged again: DVC re-runs this stage whenever any one model changes.
+
+TensorFlow, Keras and MLflow are imported inside functions so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tasks.lineage import (
+    UNKNOWN_COMMIT,
+    LineageError,
+    data_version,
+    dir_md5,
+    git_commit,
+    params_hash,
+)
+from tasks.params import ParamsError, load_params, section
+from tasks.paths import (
+    CLASSIFIERS,
+    DATA_DVC_FILE,
+    MODEL_NAMES,
+    PARAMS_FILE,
+    PLOTS_DIR,
+    PREPARED_META_FILE,
+    REGISTRY_REPORT,
+    VALIDATION_METRICS,
+    history_plot_file,
+    model_dir,
+    model_metrics_file,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+PIPELINE_TAG = "imgflow.pipeline_run"
+HEADLINE_METRICS: dict[str, str] = {
+    "cnn": "test_accuracy",
+    "rnn": "test_accuracy",
+    "gan": "recognisable_share",
+}
+_METRIC_BATCH = 1000  # MLflow's per-request limit for log_batch
+
+
+class RegisterError(ValueError):
+    """An input of the register step is missing or invalid; the message names file and stage."""
+
+
+@dataclass
+class RegisteredModel:
+    """One model's registry entry as this call left it (new version, or the reused one)."""
+
+    model: str
+    registered_name: str
+    version: str
+    run_id: str
+    headline_metric: str
+    headline_value: float
+    reused: bool
+
+
+@dataclass(frozen=True)
+class _ModelInputs:
+    model: str
+    directory: Path
+    keras_file: Path
+    record: dict[str, Any]
+    metrics: dict[str, Any]
+    model_md5: str
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI, or a sqlite store in the working directory (artifacts in ./mlruns)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def headline_metric(model: str) -> str:
+    """The one metric a model is judged by: test accuracy, or the GAN's recognisable share."""
+    return HEADLINE_METRICS[model]
+
+
+def _configure_mlflow() -> None:
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
+def _require_file(path: Path, stage: str) -> Path:
+    if not path.is_file():
+        raise RegisterError(f"{path} not found: run `dvc repro {stage}` first")
+    return path
+
+
+def _read_json(path: Path, stage: str) -> Any:
+    try:
+        return json.loads(_require_file(path, stage).read_text())
+    except json.JSONDecodeError as error:
+        raise RegisterError(f"{path}: not valid JSON ({error}); run `dvc repro {stage}`") from error
+
+
+def _model_inputs(root: Path, model: str) -> _ModelInputs:
+    """Read and check one model's inputs before anything is logged."""
+    if model not in MODEL_NAMES:
+        raise RegisterError(f"unknown model {model!r}; expected one of {MODEL_NAMES}")
+    directory = model_dir(model, root)
+    train_stage = f"train@{model}"
+    keras_name = "model.keras" if model in CLASSIFIERS else "generator.keras"
+    keras_file = _require_file(directory / keras_name, train_stage)
+    if model not in CLASSIFIERS:
+        _require_file(directory / "discriminator.keras", train_stage)
+    record = _read_json(directory / "train.json", train_stage)
+    metrics = _read_json(model_metrics_file(model, root), f"evaluate@{model}")
+    headline = headline_metric(model)
+    if not isinstance(metrics, dict) or not isinstance(metrics.get(headline), int | float):
+        raise RegisterError(
+            f"{model_metrics_file(model, root)}: no numeric '{headline}'; "
+            f"run `dvc repro evaluate@{model}`"
+        )
+    if not isinstance(record, dict):
+        raise RegisterError(f"{directory / 'train.json'}: expected a JSON object")
+    return _ModelInputs(model, directory, keras_file, record, metrics, dir_md5(directory))
+
+
+def _latest_version(client: MlflowClient, name: str) -> ModelVersion | None:
+    if "'" in name:
+        raise RegisterError(f"registered model name {name!r} must not contain a quote")
+    found = client.search_model_versions(
+        f"name = '{name}'", max_results=1, order_by=["version_number DESC"]
+    )
+    return found[0] if found else None
+
+
+def _flat_params(prefix: str, value: Any) -> dict[str, str]:
+    """Nested mapping -> {"a.b": "value"}; lists stay whole as compact JSON."""
+    if isinstance(value, dict):
+        flat: dict[str, str] = {}
+        for key, inner in value.items():
+            flat.update(_flat_params(f"{prefix}.{key}" if prefix else str(key), inner))
+        return flat
+    if isinstance(value, str):
+        return {prefix: value}
+    return {prefix: json.dumps(value, separators=(",", ":"))}
+
+
+def _numeric_leaves(prefix: str, value: Any) -> dict[str, float]:
+    """Numbers and booleans anywhere in a JSON value, keyed by path; list items by `name`."""
+    if isinstance(value, bool):
+        return {prefix: float(value)}
+    if isinstance(value, int | float):
+        return {prefix: float(value)}
+    leaves: dict[str, float] = {}
+    if isinstance(value, dict):
+        items: Iterable[tuple[str, Any]] = value.items()
+    elif isinstance(value, list):
+        items = (
+            (str(item.get("name", index)) if isinstance(item, dict) else str(index), item)
+            for index, item in enumerate(value)
+        )
+    else:
+        return leaves
+    for key, inner in items:
+        leaves.update(_numeric_leaves(f"{prefix}.{key}", inner))
+    return leaves
+
+
+def _metric_name(name: str) -> str:
+    """MLflow metric names allow alphanumerics, `_ - . / space`; replace anything else."""
+    return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in name)
+
+
+def _log_history(client: MlflowClient, run_id: str, history: dict[str, Any]) -> None:
+    """Per-epoch training curves, step = epoch index (0-based, as Keras counts), in batches."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(_metric_name(key), float(value), now, epoch)
+        for key, values in history.items()
+        if isinstance(values, list)
+        for epoch, value in enumerate(values)
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    ]
+    for start in range(0, len(metrics), _METRIC_BATCH):
+        client.log_batch(run_id, metrics=metrics[start : start + _METRIC_BATCH])
+
+
+def _attachments(root: Path, model: str) -> list[tuple[Path, str]]:
+    """(file, artifact folder) pairs for the plots a model's stages wrote, when present."""
+    files = [
+        (png, "plots/images") for png in sorted((root / PLOTS_DIR / "images" / model).glob("*.png"))
+    ]
+    for path, folder in (
+        (history_plot_file(model, root), "plots/history"),
+        (root / PLOTS_DIR / "confusion" / f"{model}.csv", "plots/confusion"),
+    ):
+        if path.is_file():
+            files.append((path, folder))
+    return files
+
+
+def _log_keras_model(inputs: _ModelInputs, meta: dict[str, Any]) -> str:
+    """Log the Keras model (the generator for the GAN) with a signature; return its model uri."""
+    import keras
+    import mlflow
+    import numpy as np
+    import tensorflow as tf
+    from mlflow.models import infer_signature
+
+    model = keras.models.load_model(inputs.keras_file, safe_mode=True)
+    rng = np.random.default_rng(0)
+    if inputs.model in CLASSIFIERS:
+        # Raw pixel values: the classifiers rescale inside the model.
+        example: Any = rng.integers(0, 256, size=(2, *meta["image_shape"])).astype(np.float32)
+    else:
+        num_classes = len(meta.get("class_names") or [0])
+        example = {
+            tensor.name: (
+                rng.integers(0, num_classes, size=(2, *tensor.shape[1:])).astype(tensor.dtype)
+                if "int" in str(tensor.dtype)
+                else rng.standard_normal((2, *tensor.shape[1:])).astype(tensor.dtype)
+            )
+            for tensor in model.inputs
+        }
+    # A direct call, not predict(): no tf.function is traced for one tiny batch.
+    output = keras.ops.convert_to_numpy(model(example, training=False))
+    signature = infer_signature(example, output)
+    # input_example is deliberately omitted (MLflow 3.17 bug), and explicit requirements
+    # skip MLflow's ~9 s dependency inference.
+    info = mlflow.tensorflow.log_model(
+        model,
+        name="model",
+        signature=signature,
+        pip_requirements=[
+            f"tensorflow=={tf.__version__}",
+            f"keras=={keras.__version__}",
+            f"numpy=={np.__version__}",
+        ],
+    )
+    return info.model_uri
+
+
+def _describe(commit: str, data_md5: str, model: str) -> str:
+    """Version description: the commands that restore this version's data and model files."""
+    data = f"dvc checkout {DATA_DVC_FILE} (data md5 {data_md5})"
+    files = f"Model files: dvc checkout {model_dir(model, Path('.')).as_posix()}."
+    if commit == UNKNOWN_COMMIT:
+        return f"Data: {data}; code commit unknown (not a git checkout). {files}"
+    sha = commit.removesuffix("-dirty")
+    dirty = " Built from uncommitted changes on top of that commit." if sha != commit else ""
+    return f"Data: git checkout {sha} && {data}. {files}{dirty}"
+
+
+def _register_one(
+    client: MlflowClient,
+    inputs: _ModelInputs,
+    *,
+    registered_name: str,
+    params: dict[str, Any],
+    meta: dict[str, Any],
+    lineage: dict[str, str],
+    root: Path,
+) -> RegisteredModel:
+    """Log one model as a nested run of the active parent run and register it."""
+    import mlflow
+
+    model = inputs.model
+    record = inputs.record
+    trained_params = record.get("params") or section(params, f"train.{model}")
+    with mlflow.start_run(
+        nested=True, run_name=model, tags={PIPELINE_TAG: lineage["pipeline_run"], "model": model}
+    ) as run:
+        run_id = run.info.run_id
+        class_weights = record.get("class_weights")
+        # Settings every model's training shares (e.g. train.deterministic).
+        shared_train = {
+            key: value
+            for key, value in params.get("train", {}).items()
+            if not isinstance(value, dict)
+        }
+        logged_params = {
+            **_flat_params("", trained_params),
+            **_flat_params("prepare", params.get("prepare", {})),
+            **_flat_params("train", shared_train),
+            "seed": str(params.get("seed")),
+            "class_weights_used": "true" if class_weights else "false",
+        }
+        mlflow.log_params(logged_params)
+        _log_history(client, run_id, record.get("history") or {})
+        figures = {
+            key: float(record[key])
+            for key in ("epochs_run", "best_epoch", "train_seconds", "images_per_second")
+            if isinstance(record.get(key), int | float)
+        }
+        evaluation = {
+            _metric_name(key): float(value)
+            for key, value in inputs.metrics.items()
+            if isinstance(value, int | float)
+        }
+        mlflow.log_metrics({**figures, **evaluation})
+        mlflow.log_dict(class_weights or {}, "class_weights.json")
+        mlflow.log_artifact(str(inputs.directory / "train.json"), "record")
+        mlflow.log_artifact(str(model_metrics_file(model, root)), "record")
+        if model not in CLASSIFIERS:
+            mlflow.log_artifact(str(inputs.directory / "discriminator.keras"), "discriminator")
+        for path, folder in _attachments(root, model):
+            mlflow.log_artifact(str(path), folder)
+        model_uri = _log_keras_model(inputs, meta)
+
+    version = mlflow.register_model(
+        model_uri,
+        registered_name,
+        tags={
+            "data_version": lineage["data_version"],
+            "git_commit": lineage["git_commit"],
+            "params_hash": params_hash(trained_params),
+            "params": json.dumps(trained_params, sort_keys=True, separators=(",", ":")),
+            "model_md5": inputs.model_md5,
+            "validation": "passed",
+            "pipeline_run": lineage["pipeline_run"],
+        },
+    )
+    client.update_model_version(
+        registered_name,
+        version.version,
+        description=_describe(lineage["git_commit"], lineage["data_version"], model),
+    )
+    headline = headline_metric(model)
+    return RegisteredModel(
+        model,
+        registered_name,
+        str(version.version),
+        run_id,
+        headline,
+        float(inputs.metrics[headline]),
+        reused=False,
+    )
+
+
+def _reused(client: MlflowClient, inputs: _ModelInputs, version: ModelVersion) -> RegisteredModel:
+    headline = headline_metric(inputs.model)
+    value = float(inputs.metrics[headline])
+    if version.run_id:
+        value = client.get_run(version.run_id).data.metrics.get(headline, value)
+    return RegisteredModel(
+        inputs.model,
+        version.name,
+        str(version.version),
+        version.run_id or "",
+        headline,
+        float(value),
+        reused=True,
+    )
+
+
+def register_models(
+    root: Path,
+    params: dict[str, Any],
+    models: Sequence[str] = MODEL_NAMES,
+    pipeline_run_name: str | None = None,
+) -> list[RegisteredModel]:
+    """Log and register each model whose artifact changed; reuse the registered version otherwise.
+
+    All inputs are read and checked before MLflow is touched, so a missing file logs nothing.
+    The parent run is only created when at least one model is new.
+    """
+    root = Path(root)
+    experiment = section(params, "register.experiment")
+    meta = _read_json(root / PREPARED_META_FILE, "prepare")
+    if not isinstance(meta, dict) or not meta.get("name") or "image_shape" not in meta:
+        raise RegisterError(f"{root / PREPARED_META_FILE}: needs 'name' and 'image_shape'")
+    validation = _read_json(root / VALIDATION_METRICS, "validate")
+    if not isinstance(validation, dict) or validation.get("success") is not True:
+        raise RegisterError(
+            f"{root / VALIDATION_METRICS}: data validation did not pass; nothing is registered"
+        )
+    try:
+        data_md5 = data_version(root)
+    except LineageError as error:
+        raise RegisterError(str(error)) from error
+    all_inputs = [_model_inputs(root, model) for model in models]
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    _configure_mlflow()
+    client = MlflowClient()
+    dataset = str(meta["name"])
+    results: dict[str, RegisteredModel] = {}
+    pending: list[_ModelInputs] = []
+    for inputs in all_inputs:
+        latest = _latest_version(client, f"{dataset}-{inputs.model}")
+        if latest is not None and latest.tags.get("model_md5") == inputs.model_md5:
+            results[inputs.model] = _reused(client, inputs, latest)
+        else:
+            pending.append(inputs)
+
+    if pending:
+        pipeline_run = uuid.uuid4().hex
+        lineage = {"data_version": data_md5, "git_commit": git_commit(root)}
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        mlflow.set_experiment(experiment)
+        with mlflow.start_run(
+            run_name=pipeline_run_name or f"pipeline-{dataset}-{stamp}",
+            tags={PIPELINE_TAG: pipeline_run, "dataset": dataset, **lineage},
+        ):
+            mlflow.log_metrics(
+                {_metric_name(k): v for k, v in _numeric_leaves("validation", validation).items()}
+            )
+            mlflow.log_artifact(str(root / VALIDATION_METRICS), "validation")
+            for inputs in pending:
+                results[inputs.model] = _register_one(
+                    client,
+                    inputs,
+                    registered_name=f"{dataset}-{inputs.model}",
+                    params=params,
+                    meta=meta,
+                    lineage={**lineage, "pipeline_run": pipeline_run},
+                    root=root,
+                )
+    return [results[inputs.model] for inputs in all_inputs]
+
+
+def write_registry_report(models: Sequence[RegisteredModel], path: Path = REGISTRY_REPORT) -> None:
+    """Write the entries as a JSON list, atomically (a DVC output must never be half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps([asdict(entry) for entry in models], indent=2) + "\n"
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", delete=False
+    ) as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
+
+
+def format_table(models: Sequence[RegisteredModel]) -> str:
+    """Aligned text table of the registry entries, one row per model."""
+    header = ("model", "metric", "value", "mlflow run", "registered name", "version", "status")
+    rows = [header] + [
+        (
+            entry.model,
+            entry.headline_metric,
+            f"{entry.headline_value:.4f}",
+            entry.run_id,
+            entry.registered_name,
+            entry.version,
+            "unchanged" if entry.reused else "new",
+        )
+        for entry in models
+    ]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI for the DVC `register` stage: register, write reports/registry.json, print a table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=Path("."), help="repository root")
+    parser.add_argument(
+        "--params", type=Path, default=None, help=f"params file (default: <root>/{PARAMS_FILE})"
+    )
+    args = parser.parse_args(argv)
+    try:
+        params = load_params(args.params or args.root / PARAMS_FILE)
+        models = register_models(args.root, params)
+    except (RegisterError, ParamsError) as error:
+        print(f"register: {error}", file=sys.stderr)
+        return 1
+    write_registry_report(models, args.root / REGISTRY_REPORT)
+    print(format_table(models))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Tests for models.gan: builders, non-saturating losses, ConditionalGAN training and sampling."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import (
+    ConditionalGAN,
+    build_discriminator,
+    build_generator,
+    discriminator_loss,
+    generator_loss,
+)
+
+LATENT_DIM = 8
+NUM_CLASSES = 10
+IMAGE_SHAPE = (8, 8, 1)
+
+
+def infer(model: keras.Model, inputs) -> np.ndarray:
+    """Run the model in inference mode eagerly (faster than predict() for tiny batches)."""
+    return keras.ops.convert_to_numpy(model(inputs, training=False))
+
+
+def small_gan(seed: int | None = 0) -> ConditionalGAN:
+    generator = build_generator(LATENT_DIM, NUM_CLASSES, IMAGE_SHAPE, base_filters=8)
+    discriminator = build_discriminator(IMAGE_SHAPE, NUM_CLASSES, base_filters=8)
+    return ConditionalGAN(generator, discriminator, LATENT_DIM, NUM_CLASSES, seed=seed)
+
+
+def noise_and_labels(count: int, latent_dim: int = LATENT_DIM, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal((count, latent_dim)).astype("float32")
+    labels = rng.integers(0, NUM_CLASSES, size=(count, 1)).astype("int32")
+    return noise, labels
+
+
+@pytest.mark.parametrize("image_shape", [(8, 8, 1), (28, 28, 1), (12, 16, 3)])
+def test_generator_outputs_images_in_tanh_range(image_shape):
+    generator = build_generator(LATENT_DIM, NUM_CLASSES, image_shape, base_filters=8)
+    images = infer(generator, list(noise_and_labels(6)))
+    assert generator.name == "generator"
+    assert images.shape == (6, *image_shape)
+    assert images.dtype == np.float32
+    assert images.min() >= -1.0
+    assert images.max() <= 1.0
+
+
+def test_discriminator_outputs_one_logit_per_image():
+    discriminator = build_discriminator((28, 28, 1), NUM_CLASSES, base_filters=8)
+    images = np.random.default_rng(0).uniform(-1, 1, size=(5, 28, 28, 1)).astype("float32")
+    labels = np.arange(5).reshape(-1, 1)
+    logits = infer(discriminator, [images, labels])
+    assert discriminator.name == "discriminator"
+    assert logits.shape == (5, 1)
+    assert logits.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"image_shape": (10, 8, 1)}, r"image_shape=\(10, 8, 1\)"),
+        ({"image_shape": (8, 6, 1)}, "image_shape"),
+        ({"num_classes": 1}, "num_classes"),
+        ({"latent_dim": 0}, "latent_dim"),
+        ({"base_filters": 0}, "base_filters"),
+    ],
+)
+def test_generator_rejects_bad_arguments(kwargs, message):
+    arguments = {
+        "latent_dim": LATENT_DIM,
+        "num_classes": NUM_CLASSES,
+        "image_shape": IMAGE_SHAPE,
+    } | kwargs
+    with pytest.raises(ValueError, match=message):
+        build_generator(**arguments)
+
+
+def test_discriminator_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="image_shape"):
+        build_discriminator((8, 8), NUM_CLASSES)
+    with pytest.raises(ValueError, match="num_classes"):
+        build_discriminator(IMAGE_SHAPE, 1)
+
+
+def test_conditional_gan_rejects_mismatched_latent_dim():
+    generator = build_generator(LATENT_DIM, NUM_CLASSES, IMAGE_SHAPE, base_filters=4)
+    discriminator = build_discriminator(IMAGE_SHAPE, NUM_CLASSES, base_filters=4)
+    with pytest.raises(ValueError, match="latent_dim"):
+        ConditionalGAN(generator, discriminator, LATENT_DIM + 1, NUM_CLASSES)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        ConditionalGAN(generator, discriminator, LATENT_DIM, NUM_CLASSES, label_smoothing=0.5)
+
+
+def test_losses_match_hand_computed_values():
+    log2 = np.log(2.0)
+    zeros = tf.zeros((4, 1))
+    np.testing.assert_allclose(float(generator_loss(zeros)), log2, rtol=1e-6)
+    np.testing.assert_allclose(float(discriminator_loss(zeros, zeros)), 2 * log2, rtol=1e-6)
+    # A discriminator that calls everything real: the generator is satisfied, the
+    # discriminator pays about `logit` for misclassifying the fakes.
+    confident = tf.fill((4, 1), 20.0)
+    assert float(generator_loss(confident)) < 1e-6
+    np.testing.assert_allclose(float(discriminator_loss(confident, confident)), 20.0, rtol=1e-6)
+    # One-sided label smoothing: BCE(0.9, 10) + BCE(0, -10).
+    expected = -(0.9 * np.log(1 / (1 + np.exp(-10.0))) + 0.1 * np.log(1 / (1 + np.exp(10.0))))
+    expected += np.log1p(np.exp(-10.0))
+    smoothed = discriminator_loss(tf.fill((2, 1), 10.0), tf.fill((2, 1), -10.0), real_label=0.9)
+    np.testing.assert_allclose(float(smoothed), expected, rtol=1e-5)
+
+
+def test_generator_loss_is_non_saturating():
+    # When the discriminator confidently rejects the fakes, -log D(G(z)) still has a unit
+    # gradient; the saturating log(1 - D(G(z))) would have a vanishing one.
+    logits = tf.Variable(tf.fill((1, 1), -20.0))
+    with tf.GradientTape() as tape:
+        loss = generator_loss(logits)
+    np.testing.assert_allclose(float(tape.gradient(loss, logits)[0, 0]), -1.0, rtol=1e-4)
+
+
+def test_conditional_gan_fit_reports_finite_losses():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(64, *IMAGE_SHAPE), dtype=np.uint8)
+    labels = rng.integers(0, NUM_CLASSES, size=64)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+    gan = small_gan()
+    gan.compile(
+        generator_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5),
+        discriminator_optimizer=keras.optimizers.Adam(2e-4, beta_1=0.5),
+    )
+    generator_before = [weight.copy() for weight in gan.generator.get_weights()]
+    history = gan.fit(dataset, epochs=1, shuffle=False, verbose=0)
+    assert set(history.history) == {"d_loss", "g_loss"}
+    assert np.isfinite(history.history["d_loss"][0])
+    assert np.isfinite(history.history["g_loss"][0])
+    generator_after = gan.generator.get_weights()
+    assert any(
+        not np.allclose(before, after)
+        for before, after in zip(generator_before, generator_after, strict=True)
+    )
+
+
+def test_conditional_gan_under_mixed_precision_scales_losses_and_keeps_float32_outputs():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        gan = small_gan()
+        gan.compile(keras.optimizers.Adam(2e-4), keras.optimizers.Adam(2e-4))
+        assert isinstance(gan.generator_optimizer, keras.optimizers.LossScaleOptimizer)
+        assert isinstance(gan.discriminator_optimizer, keras.optimizers.LossScaleOptimizer)
+        assert gan.generator.get_layer("upsample1").compute_dtype == "float16"
+        assert gan.generator.output.dtype == "float32"
+        assert gan.discriminator.output.dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_generate_returns_pixel_values_and_is_reproducible():
+    gan = small_gan(seed=3)
+    images = gan.generate([0, 1, 2, 9])
+    assert images.shape == (4, *IMAGE_SHAPE)
+    assert images.min() >= 0.0
+    assert images.max() <= 255.0
+    same_seed = ConditionalGAN(gan.generator, gan.discriminator, LATENT_DIM, NUM_CLASSES, seed=3)
+    np.testing.assert_allclose(same_seed.generate([0, 1, 2, 9]), images, rtol=1e-6)
+    noise, _ = noise_and_labels(2)
+    np.testing.assert_allclose(
+        gan.generate([4, 5], noise=noise), gan.generate([4, 5], noise=noise), rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("labels", "noise_rows", "message"),
+    [([0, NUM_CLASSES], None, "labels"), ([-1], None, "labels"), ([0, 1], 3, "noise")],
+)
+def test_generate_rejects_bad_arguments(labels, noise_rows, message):
+    gan = small_gan()
+    noise = None if noise_rows is None else noise_and_labels(noise_rows)[0]
+    with pytest.raises(ValueError, match=message):
+        gan.generate(labels, noise=noise)
+
+
+def test_generator_saves_and_loads_without_custom_objects(tmp_path):
+    generator = build_generator(LATENT_DIM, NUM_CLASSES, IMAGE_SHAPE, base_filters=8)
+    path = tmp_path / "generator.keras"
+    generator.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    inputs = list(noise_and_labels(4))
+    np.testing.assert_allclose(infer(loaded, inputs), infer(generator, inputs), rtol=1e-6)

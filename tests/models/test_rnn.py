@@ -1,0 +1,97 @@
+"""Tests for models.rnn: shapes, argument checks and training behaviour."""
+
+import keras
+import numpy as np
+import pytest
+
+from models import build_reference_rnn, build_rnn
+
+
+def infer(model: keras.Model, inputs) -> np.ndarray:
+    """Run the model in inference mode eagerly (faster than predict() for tiny batches)."""
+    return keras.ops.convert_to_numpy(model(inputs, training=False))
+
+
+def random_images(count: int, shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    """Raw uint8 images with pixel values 0..255."""
+    return np.random.default_rng(seed).integers(0, 256, size=(count, *shape), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("shape", "num_classes", "bidirectional"),
+    [((8, 8, 1), 10, False), ((28, 28, 1), 10, False), ((6, 5, 3), 3, True)],
+)
+def test_rnn_outputs_probabilities(shape, num_classes, bidirectional):
+    model = build_rnn(shape, num_classes, lstm_units=(8, 8), bidirectional=bidirectional)
+    probabilities = infer(model, random_images(5, shape))
+    assert model.name == "rnn"
+    assert probabilities.shape == (5, num_classes)
+    assert probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_rnn_reads_one_image_row_per_time_step():
+    model = build_rnn((6, 5, 3), 3, lstm_units=(4,))
+    assert tuple(model.get_layer("rows").output.shape) == (None, 6, 15)
+
+
+def test_reference_rnn_output_shape():
+    model = build_reference_rnn((8, 8, 1), 10)
+    lstm_layers = [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
+    assert [layer.units for layer in lstm_layers] == [64, 64, 64]
+    assert infer(model, random_images(2, (8, 8, 1))).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_classes": 1}, "num_classes"),
+        ({"lstm_units": ()}, "lstm_units"),
+        ({"lstm_units": (8, -1)}, "lstm_units"),
+        ({"dropout": 1.5}, "dropout"),
+        ({"input_shape": (8, 8)}, "input_shape"),
+    ],
+)
+def test_rnn_rejects_bad_arguments(kwargs, message):
+    arguments = {"input_shape": (8, 8, 1), "num_classes": 10} | kwargs
+    with pytest.raises(ValueError, match=message):
+        build_rnn(**arguments)
+
+
+def test_reference_rnn_rejects_bad_num_classes():
+    with pytest.raises(ValueError, match="num_classes"):
+        build_reference_rnn((8, 8, 1), 1)
+
+
+def bright_or_dark(count: int, shape: tuple[int, int, int], seed: int = 0):
+    """A trivially separable dataset: class 1 images are bright, class 0 images are dark."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=count)
+    low = np.where(labels == 1, 180, 0).reshape(-1, 1, 1, 1)
+    images = low + rng.integers(0, 76, size=(count, *shape))
+    return images.astype("float32"), labels
+
+
+def test_rnn_fit_and_learn_bright_versus_dark():
+    keras.utils.set_random_seed(0)
+    images, labels = bright_or_dark(256, (8, 8, 1))
+    model = build_rnn((8, 8, 1), 2, lstm_units=(16,), dropout=0.0)
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    history = model.fit(images, labels, batch_size=16, epochs=4, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    test_images, test_labels = bright_or_dark(128, (8, 8, 1), seed=1)
+    predictions = infer(model, test_images).argmax(axis=1)
+    assert (predictions == test_labels).mean() >= 0.95
+
+
+def test_rnn_saves_and_loads_without_custom_objects(tmp_path):
+    model = build_rnn((8, 8, 1), 10, lstm_units=(4, 4), bidirectional=True)
+    path = tmp_path / "rnn.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    images = random_images(3, (8, 8, 1))
+    np.testing.assert_allclose(infer(loaded, images), infer(model, images), rtol=1e-6)
