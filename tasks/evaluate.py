@@ -114,7 +114,11 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     mean_a, mean_b = features_a.mean(axis=0), features_b.mean(axis=0)
     cov_a = np.cov(features_a, rowvar=False)
     cov_b = np.cov(features_b, rowvar=False)
-    covariance_sqrt, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    covariance_sqrt = linalg.sqrtm(cov_a @ cov_b)
+    if not np.isfinite(covariance_sqrt).all():
+        # Singular covariances (few samples, dead features): regularise as the FID reference does.
+        offset = np.eye(len(cov_a)) * 1e-6
+        covariance_sqrt = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
     covariance_sqrt = np.real(covariance_sqrt)
     distance = ((mean_a - mean_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covariance_sqrt)
     return float(max(distance, 0.0))
@@ -148,6 +152,13 @@ def evaluate_gan(
     probabilities = judge.predict(generated, batch_size=256, verbose=0)
     recognisable = probabilities[np.arange(count), labels] >= float(params["confidence"])
     covered = np.unique(labels[recognisable])
+    # Requested class vs the class the CNN sees: the GAN's confusion matrix.
+    recognised = probabilities.argmax(axis=1)
+    write_csv(
+        confusion_plot_file("gan", root),
+        ["actual", "predicted"],
+        [(class_names[a], class_names[p]) for a, p in zip(labels, recognised, strict=True)],
+    )
 
     real_count = min(len(x_test), len(x_train), count)
     test_features = features.predict(x_test[:real_count].astype("float32"), verbose=0)

@@ -264,6 +264,7 @@ def ensure_dataset(
         if manifest.get("source") == source and manifest.get("name") == wanted_name:
             loaded_origin = manifest.get("origin")
             if source == "digits" or (path is not None and _idx_origin(path) == loaded_origin):
+                version_data(data_dir, repo_root)  # no-op when data.dvc already matches
                 return False
     ingest(source, path, data_dir, wanted_name)
     version_data(data_dir, repo_root)

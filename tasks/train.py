@@ -348,7 +348,7 @@ def train(model: str, root: Path, params: dict[str, Any]) -> TrainResult:
             )
         )
         history = network.fit(
-            train_data, epochs=epochs, callbacks=callbacks, verbose=verbose
+            train_data, epochs=epochs, callbacks=callbacks, shuffle=False, verbose=verbose
         ).history
         network.generator.save(staging / "generator.keras")
         network.discriminator.save(staging / "discriminator.keras")
