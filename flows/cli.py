@@ -11,9 +11,17 @@ from pathlib import Path
 from tasks.ingest import SOURCES
 
 MLFLOW_UI_PORT = 5000
+# The temporary local Prefect server needs ~20 s on a new PREFECT_HOME (database migrations),
+# which is Prefect's default start-up timeout; this machine has no internet for telemetry.
+PREFECT_DEFAULTS = {
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
 
 
 def _run(args: argparse.Namespace) -> int:
+    for key, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     from flows.retrain import retrain
     from tasks.report import format_table
     from tasks.stages import StageError

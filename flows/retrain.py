@@ -16,12 +16,17 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tasks.ingest import ensure_dataset
 from tasks.paths import MODEL_NAMES
 from tasks.report import RunSummary, read_run_summary, summary_markdown
-from tasks.stages import StageRun, run_stage
+from tasks.stages import StageRun, pipeline_up_to_date, run_stage
 
 
 @task(name="ingest")
 def ingest_task(source: str, path: str | None, name: str | None, repo: str) -> bool:
     return ensure_dataset(source, Path(path) if path else None, name, Path(repo))
+
+
+@task(name="dvc-status")
+def up_to_date_task(repo: str) -> bool:
+    return pipeline_up_to_date(Path(repo))
 
 
 @task(name="dvc-stage", task_run_name="{stage}")
@@ -40,6 +45,11 @@ def retrain(
 ) -> RunSummary:
     """Bring the dataset in, then run every pipeline stage that is out of date."""
     ingested = ingest_task(source, path, name, repo)
+    if up_to_date_task(repo):
+        # DVC says nothing changed since the last run: no stage would run, so skip asking each.
+        summary = read_run_summary(Path(repo), [], ingested)
+        create_markdown_artifact(summary_markdown(summary), key="retrain-summary")
+        return summary
     stage_runs = [stage_task("prepare", repo), stage_task("validate", repo)]
     trainings = {model: train_task.submit(f"train@{model}", repo) for model in MODEL_NAMES}
     evaluations = [

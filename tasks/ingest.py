@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import logging
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -233,16 +233,18 @@ def read_manifest(data_dir: Path = DATA_DIR) -> dict[str, object]:
 
 
 def version_data(data_dir: Path = DATA_DIR, repo_root: Path = Path(".")) -> None:
-    """Record the data folder as a new DVC data version (`dvc add`), pushing if a remote exists."""
-    from tasks.stages import dvc_command
+    """Record the data folder as a DVC data version (`dvc add`), pushing when a remote exists.
 
+    Runs DVC in-process: re-adding unchanged data only re-checks hashes (under a second).
+    """
+    from dvc.repo import Repo
+
+    logging.getLogger("dvc").setLevel(logging.WARNING)  # its git hints are for CLI users
     target = str(data_dir.resolve().relative_to(repo_root.resolve()))
-    subprocess.run(dvc_command("add", "--quiet", target), cwd=repo_root, check=True)
-    remotes = subprocess.run(
-        dvc_command("remote", "list"), cwd=repo_root, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    if remotes:
-        subprocess.run(dvc_command("push", "--quiet", f"{target}.dvc"), cwd=repo_root, check=True)
+    with Repo(str(repo_root)) as repo:
+        repo.add(target)
+        if repo.config.get("remote"):
+            repo.push(targets=[f"{target}.dvc"])
 
 
 def ensure_dataset(

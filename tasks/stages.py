@@ -80,9 +80,9 @@ def run_stage(
     )
 
 
-def pipeline_status(repo: Path = Path(".")) -> str:
-    """`dvc status` output: empty-ish when every stage is up to date."""
-    result = subprocess.run(
-        dvc_command("status"), cwd=repo, env=stage_environment(), capture_output=True, text=True
-    )
-    return result.stdout.strip()
+def pipeline_up_to_date(repo: Path = Path(".")) -> bool:
+    """True when `dvc status` finds no changed data, params, code or outputs anywhere."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        return not dvc_repo.status()
