@@ -33,6 +33,7 @@ from tasks.paths import (
 )
 
 EMBEDDING_LAYER = "embedding"
+INTERPOLATION_STEPS = 10  # images per row of plots/images/gan/interpolation.png
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -81,13 +82,29 @@ def classification_metrics(
     }
 
 
+def predict_probabilities(model, images: np.ndarray) -> np.ndarray:
+    """Class probabilities for raw 0..255 images, in batches."""
+    return np.asarray(model.predict(images.astype("float32"), batch_size=256, verbose=0))
+
+
+def score_classifier(model, x_test: np.ndarray, y_test: np.ndarray, class_names) -> dict[str, Any]:
+    """Metrics of a classifier on a test set; no file I/O (also used on MLflow champions).
+
+    Returns the same dict as metrics/<model>.json: test_accuracy (0..1), test_loss, macro_f1,
+    expected_calibration_error, test_images and per_class precision/recall/F1.
+    """
+    probabilities = predict_probabilities(model, x_test)
+    return classification_metrics(probabilities, np.asarray(y_test), list(class_names))
+
+
 def evaluate_classifier(model: str, root: Path, x_test, y_test, class_names) -> dict[str, Any]:
+    """Score a trained classifier and write its confusion matrix and worst-classified images."""
     import keras
 
     from tasks.figures import save_confusion_matrix, save_image_grid
 
     network = keras.models.load_model(root / model_dir(model) / "model.keras", safe_mode=True)
-    probabilities = network.predict(x_test.astype("float32"), batch_size=256, verbose=0)
+    probabilities = predict_probabilities(network, x_test)
     metrics = classification_metrics(probabilities, y_test, class_names)
     predictions = probabilities.argmax(axis=1)
 
@@ -124,53 +141,43 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     return float(max(distance, 0.0))
 
 
-def evaluate_gan(
-    root: Path, x_train, x_test, class_names: list[str], params: dict[str, Any], seed: int
-) -> dict[str, Any]:
+def generate_images(generator, noise: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Run a generator (tanh output) on noise and integer labels; returns pixels in 0..255."""
+    images = generator.predict(
+        [noise.astype("float32"), np.asarray(labels).reshape(-1, 1).astype("int32")],
+        batch_size=256,
+        verbose=0,
+    )
+    return np.clip((np.asarray(images, dtype="float32") + 1.0) * 127.5, 0.0, 255.0)
+
+
+def _score_generator(generator, judge, x_train, x_test, class_names, params, seed):
+    """score_generator's metrics plus the requested and recognised class of each sample."""
     import keras
 
-    from tasks.figures import save_image_grid
-
-    generator = keras.models.load_model(root / model_dir("gan") / "generator.keras", safe_mode=True)
-    judge_file = root / model_dir("cnn") / "model.keras"
-    if not judge_file.is_file():
-        raise FileNotFoundError(
-            f"{judge_file} not found: the GAN is judged by the CNN, run train@cnn"
+    if int(params["gan_samples"]) < 2:
+        raise ParamsError(
+            f"params.yaml: evaluate.gan_samples must be >= 2, got {params['gan_samples']!r}"
         )
-    judge = keras.models.load_model(judge_file, safe_mode=True)
     features = keras.Model(judge.inputs, judge.get_layer(EMBEDDING_LAYER).output)
-
     classes = len(class_names)
     count = int(params["gan_samples"])
     rng = np.random.default_rng(seed)
     labels = np.arange(count) % classes
     latent_dim = int(generator.inputs[0].shape[-1])
     noise = rng.normal(size=(count, latent_dim)).astype("float32")
-    generated = generator.predict([noise, labels.reshape(-1, 1).astype("int32")], verbose=0)
-    generated = np.clip((generated.astype("float32") + 1.0) * 127.5, 0.0, 255.0)
+    generated = generate_images(generator, noise, labels)
 
-    probabilities = judge.predict(generated, batch_size=256, verbose=0)
+    probabilities = predict_probabilities(judge, generated)
     recognisable = probabilities[np.arange(count), labels] >= float(params["confidence"])
     covered = np.unique(labels[recognisable])
-    # Requested class vs the class the CNN sees: the GAN's confusion matrix.
     recognised = probabilities.argmax(axis=1)
-    write_csv(
-        confusion_plot_file("gan", root),
-        ["actual", "predicted"],
-        [(class_names[a], class_names[p]) for a, p in zip(labels, recognised, strict=True)],
-    )
 
     real_count = min(len(x_test), len(x_train), count)
     test_features = features.predict(x_test[:real_count].astype("float32"), verbose=0)
     train_features = features.predict(x_train[:real_count].astype("float32"), verbose=0)
     fake_features = features.predict(generated, batch_size=256, verbose=0)
-
-    figures = images_dir("gan", root)
-    grid_labels = np.repeat(np.arange(classes), 10)
-    grid_noise = rng.normal(size=(len(grid_labels), latent_dim)).astype("float32")
-    grid = generator.predict([grid_noise, grid_labels.reshape(-1, 1).astype("int32")], verbose=0)
-    save_image_grid((grid + 1.0) * 127.5, figures / "samples.png", columns=10)
-    return {
+    metrics = {
         "recognisable_share": float(recognisable.mean()),
         "classes_covered": len(covered),
         "classes_total": classes,
@@ -182,6 +189,82 @@ def evaluate_gan(
             for index, name in enumerate(class_names)
         },
     }
+    return metrics, labels, recognised
+
+
+def score_generator(
+    generator,
+    judge,
+    x_train: np.ndarray,
+    x_test: np.ndarray,
+    class_names,
+    params: dict[str, Any],
+    seed: int,
+) -> dict[str, Any]:
+    """Metrics of a class-conditional generator judged by a CNN; no file I/O.
+
+    `params` is the evaluate section (gan_samples, confidence). A sample is "recognisable" when
+    the judge gives the requested class probability >= confidence. The Frechet distance is taken
+    in the judge's "embedding" layer between the samples and the test images, next to the same
+    distance between train and test images (frechet_floor). Same dict as metrics/gan.json.
+    """
+    metrics, _, _ = _score_generator(
+        generator, judge, x_train, x_test, list(class_names), params, seed
+    )
+    return metrics
+
+
+def latent_interpolation(generator, classes: int, steps: int, seed: int) -> np.ndarray:
+    """One row per class: images generated along a straight line between two noise vectors.
+
+    Smooth rows mean the generator learnt a continuous latent space rather than memorising.
+    """
+    latent_dim = int(generator.inputs[0].shape[-1])
+    rng = np.random.default_rng(seed)
+    start, end = rng.normal(size=(2, classes, 1, latent_dim))
+    fractions = np.linspace(0.0, 1.0, steps).reshape(1, -1, 1)
+    noise = (start * (1 - fractions) + end * fractions).reshape(-1, latent_dim)
+    labels = np.repeat(np.arange(classes), steps)
+    return generate_images(generator, noise, labels)
+
+
+def evaluate_gan(
+    root: Path, x_train, x_test, class_names: list[str], params: dict[str, Any], seed: int
+) -> dict[str, Any]:
+    """Score the trained generator with the run's CNN; write sample, interpolation and confusion
+    figures."""
+    import keras
+
+    from tasks.figures import save_image_grid
+
+    generator = keras.models.load_model(root / model_dir("gan") / "generator.keras", safe_mode=True)
+    judge_file = root / model_dir("cnn") / "model.keras"
+    if not judge_file.is_file():
+        raise FileNotFoundError(
+            f"{judge_file} not found: the GAN is judged by the CNN, run train@cnn"
+        )
+    judge = keras.models.load_model(judge_file, safe_mode=True)
+    metrics, labels, recognised = _score_generator(
+        generator, judge, x_train, x_test, class_names, params, seed
+    )
+    # Requested class vs the class the CNN sees: the GAN's confusion matrix.
+    write_csv(
+        confusion_plot_file("gan", root),
+        ["actual", "predicted"],
+        [(class_names[a], class_names[p]) for a, p in zip(labels, recognised, strict=True)],
+    )
+    classes = len(class_names)
+    figures = images_dir("gan", root)
+    rng = np.random.default_rng(seed + 1)
+    latent_dim = int(generator.inputs[0].shape[-1])
+    grid_labels = np.repeat(np.arange(classes), 10)
+    grid_noise = rng.normal(size=(len(grid_labels), latent_dim)).astype("float32")
+    grid = generate_images(generator, grid_noise, grid_labels)
+    save_image_grid(grid, figures / "samples.png", columns=10)
+    steps = INTERPOLATION_STEPS
+    strip = latent_interpolation(generator, classes, steps, seed + 2)
+    save_image_grid(strip, figures / "interpolation.png", columns=steps)
+    return metrics
 
 
 def write_csv(path: Path, header: list[str], rows: Sequence[Sequence[Any]]) -> None:
