@@ -86,3 +86,22 @@ def pipeline_up_to_date(repo: Path = Path(".")) -> bool:
 
     with Repo(str(repo)) as dvc_repo:
         return not dvc_repo.status()
+
+
+def sync_data_version(repo: Path = Path(".")) -> None:
+    """On a worker with a DVC remote, fetch the data and stage outputs that dvc.lock names;
+    a worker sharing the parent's checkout (no remote) already has them."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        if dvc_repo.config.get("remote"):
+            dvc_repo.pull()
+
+
+def push_outputs(repo: Path, stage: str) -> None:
+    """Send a stage's outputs to the DVC remote (when there is one) for the parent to pull."""
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc_repo:
+        if dvc_repo.config.get("remote"):
+            dvc_repo.push(targets=[stage])

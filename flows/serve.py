@@ -1,0 +1,153 @@
+"""Local production topology in one command (`make serve`): a Prefect server on 127.0.0.1,
+process workers for the `cpu` and `gpu` pools, and the deployments applied. Ctrl-C stops all.
+
+The same helpers start and stop the real server and workers in the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PREFECT = [sys.executable, "-m", "prefect"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_healthy(api_url: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"Prefect server at {api_url} not healthy after {timeout:.0f} s")
+
+
+@dataclass
+class LocalStack:
+    """A running Prefect server and its workers; `stop()` ends every process it started."""
+
+    api_url: str
+    ui_url: str
+    environment: dict[str, str]
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def start_worker(self, pool: str, limit: int, log_file: Path) -> subprocess.Popen:
+        handle = log_file.open("ab")
+        worker = subprocess.Popen(
+            [
+                *PREFECT,
+                "worker",
+                "start",
+                "--pool",
+                pool,
+                "--type",
+                "process",
+                "--limit",
+                str(limit),
+                "--install-policy",
+                "never",
+            ],
+            env=self.environment,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes.append(worker)
+        return worker
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def stack_environment(prefect_home: Path, api_url: str) -> dict[str, str]:
+    environment = dict(os.environ)
+    environment.update(
+        PREFECT_HOME=str(prefect_home),
+        PREFECT_API_URL=api_url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_WORKER_QUERY_SECONDS="2",  # pick scheduled runs up promptly
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), environment.get("PATH", "")]),
+    )
+    return environment
+
+
+@contextmanager
+def local_stack(
+    prefect_home: Path, port: int | None = None, log_dir: Path | None = None
+) -> Iterator[LocalStack]:
+    """Start `prefect server start` on 127.0.0.1; stops it (and any worker) on exit."""
+    port = port or free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    environment = stack_environment(prefect_home, api_url)
+    log_dir = log_dir or prefect_home
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stack = LocalStack(api_url, f"http://127.0.0.1:{port}", environment)
+    server_log = (log_dir / "server.log").open("ab")
+    stack.processes.append(
+        subprocess.Popen(
+            [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=environment,
+            stdout=server_log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    )
+    try:
+        wait_until_healthy(api_url)
+        yield stack
+    finally:
+        stack.stop()
+
+
+def main() -> int:
+    from flows.settings import OpsSettings
+
+    settings = OpsSettings.from_environment(Path("."))
+    home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect"))
+    port = int(os.environ.get("IMGFLOW_PREFECT_PORT", "4200"))
+    slots = int(os.environ.get("IMGFLOW_GPU_SLOTS", "1"))
+    with local_stack(home, port, log_dir=Path("logs")) as stack:
+        subprocess.run([sys.executable, "-m", "flows.deploy"], env=stack.environment, check=True)
+        stack.start_worker(settings.cpu_pool, 1, Path("logs/worker-cpu.log"))
+        stack.start_worker(settings.gpu_pool, slots, Path("logs/worker-gpu.log"))
+        print(f"Prefect UI: {stack.ui_url}   (API {stack.api_url})")
+        print("MLflow UI:  `make ui`, then http://127.0.0.1:5000")
+        print(
+            f"workers: pool '{settings.cpu_pool}' (retrain), pool '{settings.gpu_pool}' "
+            f"({slots} training slot(s)); logs in logs/. Ctrl-C stops everything."
+        )
+        try:
+            while all(process.poll() is None for process in stack.processes):
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
