@@ -1,0 +1,105 @@
+"""Scheduled retraining against a real Prefect server and real process workers (no mocks):
+deployments applied, cron schedule served by the API, `retrain` triggered in worker mode with
+three `train-model` runs on the gpu pool, a webhook notification received, and a second trigger
+with no new data training nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import registered_versions
+
+pytestmark = [pytest.mark.slow, pytest.mark.pipeline]
+
+
+@contextmanager
+def webhook_listener() -> Iterator[tuple[str, list[dict]]]:
+    """An HTTP endpoint on 127.0.0.1 recording every JSON document POSTed to it."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            received.append(json.loads(self.rfile.read(length)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+    finally:
+        server.shutdown()
+
+
+def flow_runs_of(client, flow_name: str) -> list:
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    return client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+
+
+def test_retrain_deployment_dispatches_trainings_to_gpu_workers(
+    repo_copy: Path, tmp_path: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.deploy import RETRAIN_DEPLOYMENT, apply_deployments
+    from flows.serve import local_stack
+    from flows.settings import OpsSettings
+
+    logs = tmp_path / "logs"
+    with (
+        webhook_listener() as (webhook_url, received),
+        local_stack(tmp_path / "prefect-home", log_dir=logs) as stack,
+        temporary_settings({PREFECT_API_URL: stack.api_url}),
+    ):
+        settings = OpsSettings(
+            retrain_cron="0 2 * * *",
+            landing_dir=None,
+            webhook_url=webhook_url,
+            training_mode="worker",
+            gpu_pool="gpu",
+            cpu_pool="cpu",
+            training_timeout_seconds=900,
+            source=str(repo_copy),
+        )
+        apply_deployments(settings)
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment_by_name(RETRAIN_DEPLOYMENT)
+            assert [s.schedule.cron for s in deployment.schedules] == ["0 2 * * *"]
+            assert deployment.work_pool_name == "cpu"
+        stack.start_worker("cpu", 1, logs / "worker-cpu.log")
+        stack.start_worker("gpu", 3, logs / "worker-gpu.log")
+
+        first = run_deployment(RETRAIN_DEPLOYMENT, timeout=1200, poll_interval=2)
+        assert first.state.is_completed(), (logs / "worker-cpu.log").read_text()[-3000:]
+        with get_client(sync_client=True) as client:
+            trainings = flow_runs_of(client, "train-model")
+        assert len(trainings) == 3
+        assert all(run.state.is_completed() and run.work_pool_name == "gpu" for run in trainings)
+        assert sorted(run.parameters["model"] for run in trainings) == ["cnn", "gan", "rnn"]
+        assert registered_versions(os.environ["MLFLOW_TRACKING_URI"]) == {
+            "digits-cnn": ["1"],
+            "digits-rnn": ["1"],
+            "digits-gan": ["1"],
+        }
+        assert any(doc["state"] == "Completed" and doc["flow"] == "retrain" for doc in received)
+
+        second = run_deployment(RETRAIN_DEPLOYMENT, timeout=600, poll_interval=2)
+        assert second.state.is_completed()
+        with get_client(sync_client=True) as client:
+            assert len(flow_runs_of(client, "train-model")) == 3  # nothing new to train
