@@ -11,7 +11,7 @@ RUN := $(UV) run --frozen --no-sync
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help env run repro test test-slow test-all lint format ui bench clean
+.PHONY: help env run repro test test-slow lint format ui serve deploy bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -45,8 +45,15 @@ format: $(STAMP) ## ruff autofix and format
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
-ui: $(STAMP) ## start the MLflow UI on http://127.0.0.1:5000 against ./mlflow.db
+ui: $(STAMP) ## start the MLflow UI on http://127.0.0.1:5000 (prints the Prefect UI address too)
+	@echo "Prefect UI: $${PREFECT_API_URL:-http://127.0.0.1:4200/api} (without /api), when \`make serve\` runs"
 	$(RUN) imgflow ui
+
+serve: $(STAMP) ## local production topology: Prefect server, cpu + gpu process workers, deployments
+	$(RUN) python -m flows.serve
+
+deploy: $(STAMP) ## apply the deployments to the Prefect server at PREFECT_API_URL
+	$(RUN) python -m flows.deploy
 
 bench: $(STAMP) ## benchmark `make run` (full and no-op) on the digits default
 	$(RUN) python benchmarks/bench_run.py

@@ -128,6 +128,8 @@ def main() -> int:
     from flows.settings import OpsSettings
 
     settings = OpsSettings.from_environment(Path("."))
+    # `kill`/systemd stop the supervisor with SIGTERM: unwind so the server and workers stop too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect"))
     port = int(os.environ.get("IMGFLOW_PREFECT_PORT", "4200"))
     slots = int(os.environ.get("IMGFLOW_GPU_SLOTS", "1"))

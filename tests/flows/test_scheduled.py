@@ -13,8 +13,11 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from tasks.lineage import data_version
 from tests.conftest import registered_versions
 
 pytestmark = [pytest.mark.slow, pytest.mark.pipeline]
@@ -103,3 +106,23 @@ def test_retrain_deployment_dispatches_trainings_to_gpu_workers(
         assert second.state.is_completed()
         with get_client(sync_client=True) as client:
             assert len(flow_runs_of(client, "train-model")) == 3  # nothing new to train
+
+        # New labelled images land: a new data version, and every model retrains on it.
+        landing = tmp_path / "landing"
+        (landing / "7").mkdir(parents=True)
+        for index in range(12):
+            image = np.zeros((8, 8), np.uint8)
+            image[1, 1 : 2 + index % 6] = 255
+            Image.fromarray(image).save(landing / "7" / f"scan{index}.png")
+        data_version_before = data_version(repo_copy)
+        third = run_deployment(
+            RETRAIN_DEPLOYMENT,
+            parameters={"landing_dir": str(landing)},
+            timeout=1200,
+            poll_interval=2,
+        )
+        assert third.state.is_completed()
+        assert data_version(repo_copy) != data_version_before
+        with get_client(sync_client=True) as client:
+            assert len(flow_runs_of(client, "train-model")) == 6
+        assert not list((landing / "7").glob("*.png"))  # moved to landing/.processed
