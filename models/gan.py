@@ -2,7 +2,8 @@
 
 Conventions:
 - The generator maps (noise, label) to images in [-1, 1] (tanh output).
-- The discriminator maps (image in [-1, 1], label) to one real/fake logit.
+- The discriminator maps (image in [-1, 1], label) to a real/fake logit (projection
+  discriminator) and class logits (auxiliary classifier, AC-GAN).
 - `ConditionalGAN.fit` takes a dataset of (raw 0..255 images, integer labels) and scales the
   images to [-1, 1] itself; `ConditionalGAN.generate` returns images back in 0..255.
 - Training uses the non-saturating GAN loss (Goodfellow et al. 2014, section 3): the
@@ -23,6 +24,7 @@ from models._checks import (
 )
 
 _binary_crossentropy = keras.losses.BinaryCrossentropy(from_logits=True)
+_class_crossentropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def discriminator_loss(real_logits, fake_logits, real_label: float = 1.0):
@@ -91,9 +93,14 @@ def build_discriminator(
     num_classes: int,
     base_filters: int = 64,
 ) -> keras.Model:
-    """Build the discriminator: inputs [image in [-1, 1], label (1,) int], output one logit.
+    """Build the discriminator: inputs [image in [-1, 1], label (1,) int], outputs
+    [real/fake logit (1,), class logits (num_classes,)].
 
-    The label is embedded as an extra (H, W) image channel concatenated with the input image.
+    A strided-conv trunk reads the image alone. The real/fake logit is a projection
+    discriminator (Miyato & Koyama 2018): a linear score of the features plus the inner product
+    of the features with an embedding of the label. The class logits are an auxiliary classifier
+    (AC-GAN, Odena et al. 2017) that never sees the label, so it can teach the generator to draw
+    the requested class.
     """
     height, width, channels = check_image_shape(image_shape, "image_shape")
     num_classes = check_num_classes(num_classes)
@@ -101,16 +108,20 @@ def build_discriminator(
 
     image = keras.Input(shape=(height, width, channels), name="image")
     label = keras.Input(shape=(1,), dtype="int32", name="label")
-    label_map = layers.Embedding(num_classes, height * width, name="label_embedding")(label)
-    label_map = layers.Reshape((height, width, 1), name="label_channel")(label_map)
-    x = layers.Concatenate(axis=-1, name="image_and_label")([image, label_map])
+    x = image
     for index, block_filters in enumerate((base_filters, base_filters * 2), start=1):
         x = layers.Conv2D(block_filters, 4, strides=2, padding="same", name=f"downsample{index}")(x)
         x = layers.LeakyReLU(0.2, name=f"downsample{index}_relu")(x)
         x = layers.Dropout(0.3, name=f"downsample{index}_dropout")(x)
-    x = layers.Flatten(name="flatten")(x)
-    logits = layers.Dense(1, dtype="float32", name="logit")(x)
-    return keras.Model([image, label], logits, name="discriminator")
+    features = layers.Flatten(name="flatten")(x)
+    feature_size = features.shape[-1]
+    label_embedding = layers.Embedding(num_classes, feature_size, name="label_embedding")(label)
+    label_embedding = layers.Flatten(name="label_flatten")(label_embedding)
+    projection = layers.Dot(axes=1, name="label_projection")([features, label_embedding])
+    unconditional = layers.Dense(1, name="realness")(features)
+    logit = layers.Add(name="logit", dtype="float32")([unconditional, projection])
+    class_logits = layers.Dense(num_classes, dtype="float32", name="class_logits")(features)
+    return keras.Model([image, label], [logit, class_logits], name="discriminator")
 
 
 class ConditionalGAN(keras.Model):
@@ -120,6 +131,8 @@ class ConditionalGAN(keras.Model):
     `fit` reports the mean `d_loss` and `g_loss` of each epoch. `seed` makes the noise
     reproducible; `label_smoothing` > 0 trains the discriminator towards 1 - label_smoothing
     on real images (one-sided label smoothing), 0 gives the plain non-saturating loss.
+    `class_loss_weight` scales the auxiliary-classifier terms: the discriminator learns the class
+    of real images, the generator is pushed to make its samples classified as the requested class.
     """
 
     def __init__(
@@ -130,12 +143,14 @@ class ConditionalGAN(keras.Model):
         num_classes: int,
         seed: int | None = None,
         label_smoothing: float = 0.0,
+        class_loss_weight: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
         self.num_classes = check_num_classes(num_classes)
         self.label_smoothing = check_rate(label_smoothing, "label_smoothing", upper=0.5)
+        self.class_loss_weight = check_rate(class_loss_weight, "class_loss_weight", upper=100.0)
         generator_latent_dim = generator.inputs[0].shape[-1]
         if generator_latent_dim != self.latent_dim:
             raise ValueError(
@@ -181,31 +196,39 @@ class ConditionalGAN(keras.Model):
         return keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
 
     def train_step(self, data):
-        """One discriminator update then one generator update on a batch of (images, labels)."""
+        """One simultaneous discriminator and generator update on a batch of (images, labels).
+
+        One forward pass serves both updates (as in the TensorFlow DCGAN tutorial): the fakes
+        are generated once and the discriminator sees real and fake images in one batch.
+        """
         images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         if labels is None:
             raise ValueError("ConditionalGAN.fit needs a dataset of (images, labels) pairs")
         real_images = ops.cast(images, "float32") / 127.5 - 1.0
         labels = ops.reshape(ops.cast(labels, "int32"), (-1, 1))
         batch_size = ops.shape(real_images)[0]
+        noise = self._sample_noise(batch_size)
 
-        fake_images = self.generator([self._sample_noise(batch_size), labels], training=True)
-        with tf.GradientTape() as tape:
-            real_logits = self.discriminator([real_images, labels], training=True)
-            fake_logits = self.discriminator([fake_images, labels], training=True)
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            fake_images = self.generator([noise, labels], training=True)
+            both = ops.concatenate([real_images, ops.cast(fake_images, real_images.dtype)], 0)
+            logits, class_logits = self.discriminator(
+                [both, ops.concatenate([labels, labels], 0)], training=True
+            )
+            real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
+            real_class, fake_class = class_logits[:batch_size], class_logits[batch_size:]
+            targets = ops.reshape(labels, (-1,))
             d_loss = discriminator_loss(real_logits, fake_logits, 1.0 - self.label_smoothing)
-            scaled_d_loss = self.discriminator_optimizer.scale_loss(d_loss)
-        d_weights = self.discriminator.trainable_weights
-        d_gradients = tape.gradient(scaled_d_loss, d_weights)
-        self.discriminator_optimizer.apply_gradients(zip(d_gradients, d_weights, strict=True))
-
-        with tf.GradientTape() as tape:
-            fake_images = self.generator([self._sample_noise(batch_size), labels], training=True)
-            fake_logits = self.discriminator([fake_images, labels], training=True)
+            d_loss += self.class_loss_weight * _class_crossentropy(targets, real_class)
             g_loss = generator_loss(fake_logits)
+            g_loss += self.class_loss_weight * _class_crossentropy(targets, fake_class)
+            scaled_d_loss = self.discriminator_optimizer.scale_loss(d_loss)
             scaled_g_loss = self.generator_optimizer.scale_loss(g_loss)
+        d_weights = self.discriminator.trainable_weights
         g_weights = self.generator.trainable_weights
-        g_gradients = tape.gradient(scaled_g_loss, g_weights)
+        d_gradients = d_tape.gradient(scaled_d_loss, d_weights)
+        g_gradients = g_tape.gradient(scaled_g_loss, g_weights)
+        self.discriminator_optimizer.apply_gradients(zip(d_gradients, d_weights, strict=True))
         self.generator_optimizer.apply_gradients(zip(g_gradients, g_weights, strict=True))
 
         self.d_loss_tracker.update_state(d_loss)

@@ -47,14 +47,33 @@ def test_generator_outputs_images_in_tanh_range(image_shape):
     assert images.max() <= 1.0
 
 
-def test_discriminator_outputs_one_logit_per_image():
+def test_discriminator_outputs_a_logit_and_class_logits_per_image():
     discriminator = build_discriminator((28, 28, 1), NUM_CLASSES, base_filters=8)
     images = np.random.default_rng(0).uniform(-1, 1, size=(5, 28, 28, 1)).astype("float32")
     labels = np.arange(5).reshape(-1, 1)
-    logits = infer(discriminator, [images, labels])
+    logits, class_logits = (
+        keras.ops.convert_to_numpy(output)
+        for output in discriminator([images, labels], training=False)
+    )
     assert discriminator.name == "discriminator"
     assert logits.shape == (5, 1)
     assert logits.dtype == np.float32
+    assert class_logits.shape == (5, NUM_CLASSES)
+    assert class_logits.dtype == np.float32
+
+
+def test_discriminator_class_head_does_not_see_the_label():
+    # The auxiliary classifier must judge the image alone, or it could copy the label input.
+    discriminator = build_discriminator(IMAGE_SHAPE, NUM_CLASSES, base_filters=4)
+    images = np.random.default_rng(0).uniform(-1, 1, size=(3, *IMAGE_SHAPE)).astype("float32")
+    first = discriminator([images, np.zeros((3, 1), "int32")], training=False)
+    second = discriminator([images, np.full((3, 1), 7, "int32")], training=False)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(first[1]), keras.ops.convert_to_numpy(second[1])
+    )
+    assert not np.allclose(
+        keras.ops.convert_to_numpy(first[0]), keras.ops.convert_to_numpy(second[0])
+    )
 
 
 @pytest.mark.parametrize(
@@ -91,6 +110,8 @@ def test_conditional_gan_rejects_mismatched_latent_dim():
         ConditionalGAN(generator, discriminator, LATENT_DIM + 1, NUM_CLASSES)
     with pytest.raises(ValueError, match="label_smoothing"):
         ConditionalGAN(generator, discriminator, LATENT_DIM, NUM_CLASSES, label_smoothing=0.5)
+    with pytest.raises(ValueError, match="class_loss_weight"):
+        ConditionalGAN(generator, discriminator, LATENT_DIM, NUM_CLASSES, class_loss_weight=-1)
 
 
 def test_losses_match_hand_computed_values():
@@ -151,7 +172,13 @@ def test_conditional_gan_under_mixed_precision_scales_losses_and_keeps_float32_o
         assert isinstance(gan.discriminator_optimizer, keras.optimizers.LossScaleOptimizer)
         assert gan.generator.get_layer("upsample1").compute_dtype == "float16"
         assert gan.generator.output.dtype == "float32"
-        assert gan.discriminator.output.dtype == "float32"
+        assert [output.dtype for output in gan.discriminator.outputs] == ["float32"] * 2
+        # One training step under the policy (CPU computes float16 too, only slower).
+        rng = np.random.default_rng(0)
+        images = rng.integers(0, 256, size=(16, *IMAGE_SHAPE), dtype=np.uint8)
+        dataset = tf.data.Dataset.from_tensor_slices((images, np.arange(16) % 10)).batch(16)
+        history = gan.fit(dataset, epochs=1, verbose=0).history
+        assert np.isfinite(history["d_loss"][0]) and np.isfinite(history["g_loss"][0])
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
