@@ -46,6 +46,19 @@ _CLASSIFIER_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "rnn": {"lstm_units": list, "dropout": (int, float)},
 }
 _COMMON_KEYS: dict[str, type | tuple[type, ...]] = {"epochs": int, "batch_size": int}
+# Optional keys: checked when present (the builders' defaults apply otherwise).
+_OPTIONAL_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "cnn": {"augment": bool, "early_stopping_patience": int, "jit_compile": bool},
+    "rnn": {"bidirectional": bool, "early_stopping_patience": int, "jit_compile": bool},
+    "gan": {
+        "beta_1": (int, float),
+        "base_filters": int,
+        "sample_every": int,
+        "label_smoothing": (int, float),
+        "class_loss_weight": (int, float),
+    },
+}
+_NON_NEGATIVE = ("dropout", "label_smoothing", "class_loss_weight")
 
 
 @dataclass
@@ -62,6 +75,7 @@ class TrainResult:
     devices: list[str]
     precision_policy: str
     history: dict[str, list[float]] = field(default_factory=dict)
+    resumed_at_epoch: int = 0  # epochs completed by an earlier, killed process (0: fresh run)
 
 
 def check_train_params(model: str, params: dict[str, Any]) -> None:
@@ -84,8 +98,26 @@ def check_train_params(model: str, params: dict[str, Any]) -> None:
         value = params[key]
         if isinstance(value, bool) or not isinstance(value, kind):
             raise ParamsError(f"{prefix}.{key} must be {kind}, got {value!r}")
-        if isinstance(value, int | float) and key != "dropout" and value <= 0:
+        if isinstance(value, int | float) and key not in _NON_NEGATIVE and value <= 0:
             raise ParamsError(f"{prefix}.{key} must be positive, got {value!r}")
+    for key, kind in _OPTIONAL_KEYS[model].items():
+        if key not in params:
+            continue
+        value = params[key]
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+            raise ParamsError(f"{prefix}.{key} must be {kind}, got {value!r}")
+        if kind is not bool and key not in _NON_NEGATIVE and value <= 0:
+            raise ParamsError(f"{prefix}.{key} must be positive, got {value!r}")
+    if "beta_1" in params and not 0 <= params["beta_1"] < 1:
+        raise ParamsError(f"{prefix}.beta_1 must be in [0, 1), got {params['beta_1']!r}")
+    if "label_smoothing" in params and not 0 <= params["label_smoothing"] < 0.5:
+        raise ParamsError(
+            f"{prefix}.label_smoothing must be in [0, 0.5), got {params['label_smoothing']!r}"
+        )
+    if "class_loss_weight" in params and params["class_loss_weight"] < 0:
+        raise ParamsError(
+            f"{prefix}.class_loss_weight must be >= 0, got {params['class_loss_weight']!r}"
+        )
     if "dropout" in params and not 0 <= params["dropout"] < 1:
         raise ParamsError(f"{prefix}.dropout must be in [0, 1), got {params['dropout']!r}")
     if model in CLASSIFIERS and params["optimizer"] not in OPTIMIZERS:
@@ -127,10 +159,23 @@ def configure_tensorflow(seed: int, deterministic: bool) -> tuple[Any, str]:
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     gpus = tf.config.list_physical_devices("GPU")
-    policy = "mixed_float16" if gpus else "float32"
+    policy = precision_policy(len(gpus))
     keras.mixed_precision.set_global_policy(policy)
-    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    return strategy, policy
+    return distribution_strategy(len(gpus)), policy
+
+
+def precision_policy(gpu_count: int) -> str:
+    """`mixed_float16` on GPUs (tensor cores), float32 on CPU where float16 only costs time."""
+    return "mixed_float16" if gpu_count > 0 else "float32"
+
+
+def distribution_strategy(gpu_count: int, devices: Sequence[str] | None = None) -> Any:
+    """MirroredStrategy (one replica per GPU) when there are several GPUs, else the default."""
+    import tensorflow as tf
+
+    if gpu_count > 1:
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.get_strategy()
 
 
 def make_dataset(
@@ -152,7 +197,8 @@ def make_dataset(
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def make_optimizer(name: str, learning_rate: float, beta_1: float = 0.9) -> Any:
+def make_optimizer(name: str, learning_rate: Any, beta_1: float = 0.9) -> Any:
+    """A Keras optimizer by params.yaml name; `learning_rate` may be a float or a schedule."""
     import keras
 
     if name == "adam":
@@ -164,7 +210,13 @@ def make_optimizer(name: str, learning_rate: float, beta_1: float = 0.9) -> Any:
     return keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9, nesterov=True)
 
 
-def build_model(model: str, params: dict[str, Any], image_shape: Sequence[int], classes: int):
+def build_model(
+    model: str,
+    params: dict[str, Any],
+    image_shape: Sequence[int],
+    classes: int,
+    seed: int | None = None,
+):
     """The Keras model for this stage, built from its params section."""
     from models import build_cnn, build_discriminator, build_generator, build_rnn
     from models.gan import ConditionalGAN
@@ -178,6 +230,7 @@ def build_model(model: str, params: dict[str, Any], image_shape: Sequence[int], 
             dense_units=params["dense_units"],
             dropout=params["dropout"],
             augment=bool(params.get("augment", False)),
+            seed=seed,
         )
     if model == "rnn":
         return build_rnn(
@@ -193,6 +246,37 @@ def build_model(model: str, params: dict[str, Any], image_shape: Sequence[int], 
         discriminator=build_discriminator(shape, classes, base_filters),
         latent_dim=params["latent_dim"],
         num_classes=classes,
+        seed=seed,
+        label_smoothing=float(params.get("label_smoothing", 0.0)),
+        class_loss_weight=float(params.get("class_loss_weight", 1.0)),
+    )
+
+
+def compile_model(model: str, network: Any, params: dict[str, Any], steps_per_epoch: int) -> None:
+    """Compile with the params' optimizers; classifiers follow a cosine learning-rate decay over
+    all planned epochs (a function of the optimizer's step count, so a resumed run continues
+    on the same curve)."""
+    import keras
+
+    if model in CLASSIFIERS:
+        schedule = keras.optimizers.schedules.CosineDecay(
+            float(params["learning_rate"]),
+            decay_steps=max(1, int(params["epochs"]) * steps_per_epoch),
+            alpha=0.01,
+        )
+        network.compile(
+            optimizer=make_optimizer(params["optimizer"], schedule),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=bool(params.get("jit_compile", False)),
+        )
+        return
+    beta_1 = float(params.get("beta_1", 0.5))
+    network.compile(
+        generator_optimizer=make_optimizer("adam", params["generator_learning_rate"], beta_1),
+        discriminator_optimizer=make_optimizer(
+            "adam", params["discriminator_learning_rate"], beta_1
+        ),
     )
 
 
@@ -234,6 +318,89 @@ def _progress_callback(model: str, total_epochs: int, images_per_epoch: int):
             )
 
     return EpochProgress()
+
+
+def _training_record_callback(directory: Path, patience: int | None):
+    """Per-epoch history, best weights and early stopping that survive a killed process.
+
+    The history of every completed epoch is written to `directory` after each epoch; when
+    BackupAndRestore resumes at epoch k, the record is cut back to its first k epochs, so the
+    final history (and epochs_run) counts the epochs before the kill too. With `patience`
+    (classifiers), the weights of the lowest val_loss are kept in `directory` and training
+    stops after `patience` epochs without improvement, judged on the whole history.
+    """
+    import keras
+
+    history_file = directory / "history.json"
+    best_file = directory / "best.weights.h5"
+
+    class TrainingRecord(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.epochs: list[dict[str, float]] | None = None
+            self.resumed_at = 0
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            if self.epochs is None:  # first epoch of this process: `epoch` is where it resumes
+                saved = json.loads(history_file.read_text()) if history_file.is_file() else []
+                self.epochs = saved[:epoch]
+                self.resumed_at = epoch
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            self.epochs = self.epochs or []
+            self.epochs.append(
+                {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
+            )
+            if patience is not None:
+                losses = [record["val_loss"] for record in self.epochs]
+                best = int(np.argmin(losses))
+                if best == len(losses) - 1:
+                    self.model.save_weights(directory / "best.tmp.weights.h5")
+                    os.replace(directory / "best.tmp.weights.h5", best_file)
+                elif len(losses) - 1 - best >= patience:
+                    self.model.stop_training = True
+            temporary = history_file.with_suffix(".tmp")
+            temporary.write_text(json.dumps(self.epochs))
+            os.replace(temporary, history_file)
+
+        def history(self) -> dict[str, list[float]]:
+            keys = sorted({k for record in self.epochs or [] for k in record})
+            return {k: [record.get(k, float("nan")) for record in self.epochs or []] for k in keys}
+
+        def restore_best(self) -> int:
+            """Load the best epoch's weights; return that epoch (1-based)."""
+            losses = [record["val_loss"] for record in self.epochs or []]
+            if not losses:
+                return 0
+            if best_file.is_file():
+                self.model.load_weights(best_file)
+            return int(np.argmin(losses)) + 1
+
+    return TrainingRecord()
+
+
+def _backup_callback(directory: Path):
+    """keras BackupAndRestore whose files are replaced atomically.
+
+    Keras writes latest.weights.h5 in place, so a SIGKILL during the write leaves a corrupt file
+    that the restarted run cannot load. Here the weights, then the epoch metadata, are written
+    to temporary files and renamed over the old ones. (A kill between the two renames resumes
+    one epoch early from the newer weights: one extra epoch, never a crash.)
+    """
+    import keras
+
+    class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+        def _save_model(self) -> None:
+            os.makedirs(self.backup_dir, exist_ok=True)
+            weights = f"{self._weights_path}.tmp.weights.h5"
+            self.model.save_weights(filepath=weights, overwrite=True)
+            os.replace(weights, self._weights_path)
+            metadata = f"{self._training_metadata_path}.tmp"
+            with open(metadata, "w") as handle:
+                json.dump({"epoch": self._current_epoch, "batch": self._last_batch_seen}, handle)
+            os.replace(metadata, self._training_metadata_path)
+
+    return AtomicBackupAndRestore(str(directory))
 
 
 def _sample_grid_callback(out_dir: Path, every: int, classes: int, seed: int):
@@ -279,20 +446,32 @@ def train(model: str, root: Path, params: dict[str, Any]) -> TrainResult:
     classes = len(meta["class_names"])
     seed = int(section(params, "seed"))
 
-    import keras
     import tensorflow as tf
 
     strategy, policy = configure_tensorflow(seed, bool(train_section.get("deterministic", False)))
     batch_size = int(model_params["batch_size"]) * strategy.num_replicas_in_sync
     epochs = int(model_params["epochs"])
+    train_images = len(splits.y["train"])
     train_data = make_dataset(splits.x["train"], splits.y["train"], batch_size, shuffle_seed=seed)
     fingerprint = json.dumps(
-        {"params": model_params, "seed": seed, "splits": os.path.getsize(root / SPLITS_FILE)},
+        {
+            "params": model_params,
+            "seed": seed,
+            "deterministic": bool(train_section.get("deterministic", False)),
+            "splits": os.path.getsize(root / SPLITS_FILE),
+        },
         sort_keys=True,
     )
     backup_dir = _checkpoint_dir(root, model, fingerprint)
-    progress = _progress_callback(model, epochs, len(splits.y["train"]))
-    callbacks: list[Any] = [keras.callbacks.BackupAndRestore(str(backup_dir / "backup")), progress]
+    progress = _progress_callback(model, epochs, train_images)
+    patience = int(model_params.get("early_stopping_patience", 5)) if model in CLASSIFIERS else None
+    record = _training_record_callback(backup_dir, patience)
+    # The record runs first so its history of an epoch is on disk before the backup of it.
+    callbacks: list[Any] = [
+        record,
+        _backup_callback(backup_dir / "backup"),
+        progress,
+    ]
     verbose = 1 if sys.stdout.isatty() else 0
     staging = root / model_dir(model).with_name(f".{model}-staging")
     shutil.rmtree(staging, ignore_errors=True)
@@ -300,37 +479,16 @@ def train(model: str, root: Path, params: dict[str, Any]) -> TrainResult:
     class_weights = None
 
     with strategy.scope():
-        network = build_model(model, model_params, meta["image_shape"], classes)
-        if model in CLASSIFIERS:
-            network.compile(
-                optimizer=make_optimizer(model_params["optimizer"], model_params["learning_rate"]),
-                loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
-                jit_compile=bool(model_params.get("jit_compile", False)),
-            )
-        else:
-            beta_1 = float(model_params.get("beta_1", 0.5))
-            network.compile(
-                generator_optimizer=make_optimizer(
-                    "adam", model_params["generator_learning_rate"], beta_1
-                ),
-                discriminator_optimizer=make_optimizer(
-                    "adam", model_params["discriminator_learning_rate"], beta_1
-                ),
-            )
+        network = build_model(model, model_params, meta["image_shape"], classes, seed=seed)
+        compile_model(model, network, model_params, math.ceil(train_images / batch_size))
 
     started = time.perf_counter()
     if model in CLASSIFIERS:
         class_weights = class_weights_to_use(root / VALIDATION_METRICS)
+        if class_weights:
+            logger.info("training %s with class weights %s", model, class_weights)
         val_data = make_dataset(splits.x["val"], splits.y["val"], batch_size)
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss",
-                patience=int(model_params.get("early_stopping_patience", 5)),
-                restore_best_weights=True,
-            )
-        )
-        history = network.fit(
+        network.fit(
             train_data,
             validation_data=val_data,
             epochs=epochs,
@@ -338,38 +496,38 @@ def train(model: str, root: Path, params: dict[str, Any]) -> TrainResult:
             class_weight={int(k): v for k, v in class_weights.items()} if class_weights else None,
             shuffle=False,  # the tf.data pipeline shuffles each epoch
             verbose=verbose,
-        ).history
-        network.save(staging / "model.keras")
-        best_epoch = int(np.argmin(history["val_loss"])) + 1
-    else:
-        callbacks.append(
-            _sample_grid_callback(
-                staging / "samples", int(model_params.get("sample_every", 10)), classes, seed
-            )
         )
-        history = network.fit(
-            train_data, epochs=epochs, callbacks=callbacks, shuffle=False, verbose=verbose
-        ).history
+        best_epoch = record.restore_best()
+        network.save(staging / "model.keras")
+    else:
+        # Grids go to the checkpoint folder first, so those of a killed process are kept.
+        samples = backup_dir / "samples"
+        every = int(model_params.get("sample_every", 10))
+        callbacks.append(_sample_grid_callback(samples, every, classes, seed))
+        network.fit(train_data, epochs=epochs, callbacks=callbacks, shuffle=False, verbose=verbose)
+        if samples.is_dir():
+            shutil.copytree(samples, staging / "samples")
         network.generator.save(staging / "generator.keras")
         network.discriminator.save(staging / "discriminator.keras")
-        best_epoch = len(history.get("g_loss", [])) or epochs
+        best_epoch = len(record.epochs or []) or epochs
     train_seconds = time.perf_counter() - started
 
     epoch_seconds = progress.epoch_seconds[1:] or progress.epoch_seconds
-    history = {k: [float(v) for v in values] for k, values in history.items()}
+    history = record.history()
     result = TrainResult(
         model=model,
         params=model_params,
-        epochs_run=len(next(iter(history.values()), [])),
+        epochs_run=len(record.epochs or []),
         best_epoch=best_epoch,
         train_seconds=round(train_seconds, 3),
-        images_per_second=round(len(splits.y["train"]) / float(np.median(epoch_seconds)), 1)
+        images_per_second=round(train_images / float(np.median(epoch_seconds)), 1)
         if epoch_seconds
         else 0.0,
         class_weights=class_weights,
         devices=[device.name for device in tf.config.list_logical_devices()],
         precision_policy=policy,
         history=history,
+        resumed_at_epoch=record.resumed_at,
     )
     (staging / "train.json").write_text(json.dumps(asdict(result), indent=2, sort_keys=True))
     final = root / model_dir(model)
