@@ -33,17 +33,28 @@ TARGETS = {
 }
 
 
-def run(command: list[str], cwd: Path) -> float:
-    """Run one stage CLI; return its wall time, fail loudly with its output."""
+def run(command: list[str], cwd: Path) -> tuple[float, float]:
+    """Run one stage CLI; return its wall time and peak RSS (MiB); fail loudly with its output."""
     env = os.environ | {"PYTHONPATH": str(cwd), "TF_CPP_MIN_LOG_LEVEL": "3"}
     started = time.perf_counter()
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if result.returncode:
-        raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
-    last = [line for line in result.stdout.splitlines() if line.strip()][-1:]
-    print(f"  {' '.join(command[2:]):<24} {seconds:7.1f} s  {last[0] if last else ''}", flush=True)
-    return seconds
+    with tempfile.TemporaryFile("w+") as output:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=output, stderr=output, text=True
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        output.seek(0)
+        text = output.read()
+    if status:
+        raise SystemExit(f"{' '.join(command)} failed:\n{text}")
+    rss = usage.ru_maxrss / 1024  # KiB on Linux
+    last = [line for line in text.splitlines() if line.startswith(("trained", "evaluated"))][-1:]
+    print(
+        f"  {' '.join(command[2:]):<18} {seconds:6.1f} s  peak RSS {rss:5.0f} MiB  "
+        f"{last[0] if last else ''}",
+        flush=True,
+    )
+    return seconds, rss
 
 
 def prepare_copy(repo: Path, source: str) -> None:
@@ -89,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy2(source_path, repo / name)
     print(f"repo copy: {repo}")
 
-    wall = {}
+    wall, rss = {}, {}
     for model in args.models:
-        wall[model] = run([sys.executable, "-m", "tasks.train", model], repo)
+        wall[model], rss[model] = run([sys.executable, "-m", "tasks.train", model], repo)
     for model in args.models:
         if model == "gan" and not (repo / "artifacts/models/cnn/model.keras").is_file():
             continue
@@ -120,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  {model}: {figure} {verdict}; {trained['epochs_run']} epochs (best "
             f"{trained['best_epoch']}), train wall {wall[model]:.0f} s, "
-            f"{trained['images_per_second']:.0f} img/s"
+            f"{trained['images_per_second']:.0f} img/s, peak RSS {rss[model]:.0f} MiB"
         )
     print(f"  all trainings: {sum(wall.values()):.0f} s wall on {os.cpu_count()} cores")
     if args.keep is None:

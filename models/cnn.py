@@ -30,13 +30,19 @@ layout, which is more accurate on small digit images, while global pooling keeps
 small on large images."""
 
 
+BN_MOMENTUM = 0.9
+"""Batch-norm moving-average momentum. Keras' 0.99 needs hundreds of steps before the inference
+statistics match the weights; small datasets (digits: 23 steps per epoch) validate with stale
+statistics and early stopping then stops at random. 0.9 follows the weights within ~20 steps."""
+
+
 def _conv_block(inputs: keras.KerasTensor, filters: int, index: int) -> keras.KerasTensor:
     """Two (Conv2D -> BatchNormalization -> ReLU) units followed by a 2x2 max pooling."""
     x = inputs
     for unit in (1, 2):
         prefix = f"block{index}_conv{unit}"
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=prefix)(x)
-        x = layers.BatchNormalization(name=f"{prefix}_bn")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}_bn")(x)
         x = layers.ReLU(name=f"{prefix}_relu")(x)
     return layers.MaxPooling2D(2, name=f"block{index}_pool")(x)
 

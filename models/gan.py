@@ -73,14 +73,14 @@ def build_generator(
     x = layers.Dense(
         (height // 4) * (width // 4) * base_filters * 2, use_bias=False, name="project"
     )(x)
-    x = layers.BatchNormalization(name="project_bn")(x)
+    x = layers.BatchNormalization(momentum=0.9, name="project_bn")(x)
     x = layers.LeakyReLU(0.2, name="project_relu")(x)
     x = layers.Reshape((height // 4, width // 4, base_filters * 2), name="to_feature_map")(x)
     for index, block_filters in enumerate((base_filters * 2, base_filters), start=1):
         x = layers.Conv2DTranspose(
             block_filters, 4, strides=2, padding="same", use_bias=False, name=f"upsample{index}"
         )(x)
-        x = layers.BatchNormalization(name=f"upsample{index}_bn")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"upsample{index}_bn")(x)
         x = layers.LeakyReLU(0.2, name=f"upsample{index}_relu")(x)
     outputs = layers.Conv2D(
         channels, 3, padding="same", activation="tanh", dtype="float32", name="image"

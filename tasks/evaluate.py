@@ -173,9 +173,10 @@ def _score_generator(generator, judge, x_train, x_test, class_names, params, see
     covered = np.unique(labels[recognisable])
     recognised = probabilities.argmax(axis=1)
 
-    real_count = min(len(x_test), len(x_train), count)
-    test_features = features.predict(x_test[:real_count].astype("float32"), verbose=0)
-    train_features = features.predict(x_train[:real_count].astype("float32"), verbose=0)
+    # Both distances compare a set of `count` images with the whole test split, so the floor
+    # (real train images) and the GAN's distance carry the same small-sample bias.
+    test_features = features.predict(x_test.astype("float32"), batch_size=256, verbose=0)
+    train_features = features.predict(x_train[:count].astype("float32"), batch_size=256, verbose=0)
     fake_features = features.predict(generated, batch_size=256, verbose=0)
     metrics = {
         "recognisable_share": float(recognisable.mean()),
