@@ -1,4 +1,5 @@
-"""`imgflow`: the command line for users. `imgflow run` runs the Prefect retraining flow."""
+"""`imgflow`: the command line for users. `imgflow run` runs the Prefect retraining flow;
+`imgflow rollback` and `imgflow lineage` act on the MLflow model registry."""
 
 from __future__ import annotations
 
@@ -75,6 +76,48 @@ def _ui(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry_client():
+    from mlflow import MlflowClient
+
+    from tasks.register import tracking_uri
+
+    uri = tracking_uri()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from tasks.promote import PromotionError, rollback
+
+    try:
+        done = rollback(
+            _registry_client(),
+            args.name,
+            reason=args.reason,
+            version=args.version,
+            force=args.force,
+            user=args.user,
+        )
+    except PromotionError as error:
+        print(f"rollback refused: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"{done.name}: champion v{done.from_version or '-'} -> v{done.to_version} "
+        f"by {done.by} at {done.at}{' (forced)' if done.forced else ''}: {done.reason}"
+    )
+    return 0
+
+
+def _lineage(args: argparse.Namespace) -> int:
+    from tasks.lineage import LineageError, describe_version
+
+    try:
+        print(describe_version(_registry_client(), args.name, args.ref))
+    except LineageError as error:
+        print(f"lineage: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--name", help="dataset name for registered models")
     ui = commands.add_parser("ui", help="start the MLflow UI on 127.0.0.1")
     ui.add_argument("--port", type=int, default=MLFLOW_UI_PORT)
+    back = commands.add_parser(
+        "rollback", help="move a registered model's champion back (previous or --version)"
+    )
+    back.add_argument("name", help="registered model, e.g. digits-cnn")
+    back.add_argument("--version", help="version to make champion (default: previous champion)")
+    back.add_argument("--reason", required=True, help="why (recorded as a tag)")
+    back.add_argument("--force", action="store_true", help="allow a gate-rejected version")
+    back.add_argument("--user", help="who (default: $IMGFLOW_USER or the login name)")
+    lineage = commands.add_parser(
+        "lineage", help="print the run, params, metrics, data version and commit of a version"
+    )
+    lineage.add_argument("name", help="registered model, e.g. digits-cnn")
+    lineage.add_argument("ref", help="version number or @alias, e.g. 3 or @champion")
     return parser
 
 
@@ -95,7 +151,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "source", None) in ("idx", "folder") and not args.path:
         build_parser().error(f"--source {args.source} needs --path")
-    handlers = {"run": _run, "ingest": _ingest, "ui": _ui}
+    handlers = {
+        "run": _run,
+        "ingest": _ingest,
+        "ui": _ui,
+        "rollback": _rollback,
+        "lineage": _lineage,
+    }
     return handlers[args.command](args)
 
 

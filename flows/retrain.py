@@ -22,6 +22,7 @@ from tasks.lineage import data_version
 from tasks.notify import run_payload, send_webhook
 from tasks.paths import DATA_DIR, MODEL_NAMES
 from tasks.report import RunSummary, read_run_summary, summary_markdown
+from tasks.run_report import read_markdown
 from tasks.stages import StageRun, pipeline_up_to_date, run_stage
 
 TRAINING_TIMEOUT_SECONDS = int(os.environ.get("IMGFLOW_TRAINING_TIMEOUT", "3600"))
@@ -121,4 +122,8 @@ def retrain(
     stage_runs.append(stage_task("register", repo))
     summary = read_run_summary(Path(repo), stage_runs, ingested)
     create_markdown_artifact(summary_markdown(summary), key="retrain-summary")
+    # The register stage's run report (validation, metrics vs champion, gate decisions).
+    report = read_markdown(Path(repo))
+    if report is not None:
+        create_markdown_artifact(report, key="run-report", description="imgflow run report")
     return summary

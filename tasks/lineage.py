@@ -101,3 +101,119 @@ def dir_md5(path: Path) -> str:
     )
     listing = json.dumps(entries, sort_keys=True).encode("utf-8")
     return hashlib.md5(listing, usedforsecurity=False).hexdigest() + ".dir"
+
+
+def resolve_version(client: Any, name: str, ref: str) -> Any:
+    """A ModelVersion from "3", "v3" or "@champion"; LineageError when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if ref.startswith("@"):
+            return client.get_model_version_by_alias(name, ref[1:])
+        return client.get_model_version(name, ref.removeprefix("v"))
+    except MlflowException as error:
+        raise LineageError(f"{name} has no version or alias {ref!r}") from error
+
+
+def _validation_lines(client: Any, parent_run_id: str | None) -> list[str]:
+    """The validation report logged on the pipeline's parent run, summarised."""
+    import mlflow
+
+    if not parent_run_id:
+        return ["  (no parent pipeline run recorded)"]
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=parent_run_id,
+            artifact_path="validation/validation.json",
+            tracking_uri=client.tracking_uri,
+        )
+        report = json.loads(Path(local).read_text())
+    except Exception as error:  # a missing artifact must not hide the rest of the lineage
+        return [f"  (validation report not readable: {error})"]
+    lines = [
+        f"  result: {'passed' if report.get('success') else 'FAILED'} "
+        f"(artifact validation/validation.json of run {parent_run_id})"
+    ]
+    for check in report.get("checks") or []:
+        if isinstance(check, dict):
+            mark = "ok" if check.get("success") else "FAILED"
+            lines.append(f"  - {check.get('name')}: {mark}, observed {check.get('observed')!r}")
+    for warning in report.get("warnings") or []:
+        lines.append(f"  - warning: {warning}")
+    return lines
+
+
+def describe_version(client: Any, name: str, ref: str) -> str:
+    """Everything that produced a registered version, as text for `imgflow lineage`."""
+    version = resolve_version(client, name, ref)
+    model = client.get_registered_model(name)
+    aliases = sorted(alias for alias, number in model.aliases.items() if number == version.version)
+    tags = dict(version.tags)
+    lines = [
+        f"{name} version {version.version}"
+        + (f" (aliases: {', '.join(aliases)})" if aliases else ""),
+        f"  source: {version.source}",
+    ]
+    parent_id = None
+    if version.run_id:
+        run = client.get_run(version.run_id)
+        experiment = client.get_experiment(run.info.experiment_id)
+        parent_id = run.data.tags.get("mlflow.parentRunId")
+        lines += [
+            "",
+            f"MLflow run: {run.info.run_id} ({run.info.run_name!r}, experiment "
+            f"{experiment.name!r} id {experiment.experiment_id}); pipeline run {parent_id}",
+            f"  UI: #/experiments/{experiment.experiment_id}/runs/{run.info.run_id}",
+            "Params:",
+            *(f"  {key} = {value}" for key, value in sorted(run.data.params.items())),
+            "Metrics (final values):",
+            *(f"  {key} = {value:.6g}" for key, value in sorted(run.data.metrics.items())),
+        ]
+        curves = []
+        for key in sorted(run.data.metrics):
+            history = client.get_metric_history(run.info.run_id, key)
+            if len(history) > 1:
+                values = [point.value for point in sorted(history, key=lambda p: p.step)]
+                curves.append(f"  {key}: {len(values)} epochs, {values[0]:.4g} -> {values[-1]:.4g}")
+        lines += ["Per-epoch history:", *(curves or ["  (none)"])]
+        plots = [
+            item.path
+            for folder in ("plots/images", "plots/history", "plots/confusion")
+            for item in client.list_artifacts(run.info.run_id, folder)
+        ]
+        lines += ["Plots (run artifacts):", *(f"  {path}" for path in plots or ["(none)"])]
+    commit = tags.get("git_commit", UNKNOWN_COMMIT)
+    sha = commit.removesuffix("-dirty")
+    lines += [
+        "",
+        f"Data version (data.dvc md5): {tags.get('data_version', 'unknown')}",
+        "  restore: "
+        + (
+            f"git checkout {sha} && dvc checkout {DATA_DVC_FILE}"
+            if commit != UNKNOWN_COMMIT
+            else f"dvc checkout {DATA_DVC_FILE} (code commit unknown)"
+        ),
+        f"  description: {version.description or '-'}",
+        f"Git commit: {commit}",
+        f"Params hash: {tags.get('params_hash', '-')}",
+        f"Class weights used: {tags.get('class_weights', '-')}",
+        f"Validation: {tags.get('validation', '-')}",
+        "Validation report of that data:",
+        *_validation_lines(client, parent_id),
+        "",
+        "Gate: "
+        + (
+            f"{tags['gate.decision']} ({tags.get('gate.metric')} "
+            f"{tags.get('gate.challenger_score')} vs champion v{tags.get('gate.champion_version')} "
+            f"{tags.get('gate.champion_score')}): {tags.get('gate.reason')}"
+            if "gate.decision" in tags
+            else "no decision recorded"
+        ),
+    ]
+    if "rollback.at" in tags:
+        lines.append(
+            f"Rollback: made champion by {tags.get('rollback.by')} at {tags['rollback.at']} "
+            f"(from v{tags.get('rollback.from')}, forced {tags.get('rollback.forced')}): "
+            f"{tags.get('rollback.reason')}"
+        )
+    return "\n".join(lines)

@@ -1,10 +1,12 @@
-"""Register: record every trained model in MLflow and add it to the model registry.
+"""Register: record every trained model in MLflow, add it to the registry and run the gate.
 
-One parent run per pipeline call holds the data-validation summary; one nested run per model
-holds its params, per-epoch history, evaluation metrics, plots and the logged model, which becomes
-a new version of `<dataset>-<model>` tagged with its lineage (commit, data md5, params hash,
-artifact md5). A model whose artifact md5 equals the latest version's `model_md5` tag is not
-logged again: DVC re-runs this stage whenever any one model changes.
+One parent run per pipeline call holds the data-validation summary and the run report; one
+nested run per model holds its params, per-epoch history, evaluation metrics, plots and the logged
+model, which becomes a new version of `<dataset>-<model>` with the alias `challenger`, tagged with
+its lineage (commit, data md5, params hash, artifact md5, validation summary, class weights).
+The promotion gate (tasks/promote.py) then decides whether it becomes `champion`, re-scoring the
+current champion on this run's test split. A model whose artifact md5 equals the latest version's
+`model_md5` tag is not logged again: DVC re-runs this stage whenever any one model changes.
 
 TensorFlow, Keras and MLflow are imported inside functions so importing this module stays cheap.
 """
@@ -19,7 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,11 +43,13 @@ from tasks.paths import (
     PLOTS_DIR,
     PREPARED_META_FILE,
     REGISTRY_REPORT,
+    SPLITS_FILE,
     VALIDATION_METRICS,
     history_plot_file,
     model_dir,
     model_metrics_file,
 )
+from tasks.promote import CHALLENGER, GateDecision, PromotionError, check_thresholds, gate
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -67,7 +71,11 @@ class RegisterError(ValueError):
 
 @dataclass
 class RegisteredModel:
-    """One model's registry entry as this call left it (new version, or the reused one)."""
+    """One model's registry entry as this call left it (new version, or the reused one).
+
+    decision/reason/champion_* come from the gate (for a reused version: its recorded tags);
+    champion_metrics are the champion's scores re-computed on this run's test split.
+    """
 
     model: str
     registered_name: str
@@ -76,6 +84,12 @@ class RegisteredModel:
     headline_metric: str
     headline_value: float
     reused: bool
+    decision: str = ""
+    reason: str = ""
+    champion_version: str | None = None
+    champion_score: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    champion_metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -140,6 +154,111 @@ def _model_inputs(root: Path, model: str) -> _ModelInputs:
     if not isinstance(record, dict):
         raise RegisterError(f"{directory / 'train.json'}: expected a JSON object")
     return _ModelInputs(model, directory, keras_file, record, metrics, dir_md5(directory))
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """register.thresholds.<model> and register.tolerance, checked before MLflow is touched."""
+
+    thresholds: dict[str, dict[str, dict[str, float]]]
+    tolerance: float
+
+
+def gate_settings(params: dict[str, Any], models: Sequence[str]) -> GateSettings:
+    """Read and check the gate's params; raises RegisterError naming the key."""
+    tolerance = section(params, "register.tolerance")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or tolerance < 0:
+        raise RegisterError(
+            f"params.yaml: register.tolerance must be a number >= 0, got {tolerance!r}"
+        )
+    thresholds = section(params, "register.thresholds")
+    if not isinstance(thresholds, dict):
+        raise RegisterError("params.yaml: register.thresholds must map model -> metric thresholds")
+    checked = {}
+    for model in models:
+        if model not in thresholds:
+            raise RegisterError(
+                f"params.yaml: missing key 'register.thresholds.{model}' (the gate needs "
+                "absolute thresholds for every model, e.g. {test_accuracy: {min: 0.9}})"
+            )
+        try:
+            checked[model] = check_thresholds(thresholds[model], model)
+        except PromotionError as error:
+            raise RegisterError(str(error)) from error
+    return GateSettings(checked, float(tolerance))
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The top-level numbers of a metrics dict (per-class tables left out)."""
+    return {
+        key: float(value)
+        for key, value in metrics.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+
+
+def validation_summary(validation: dict[str, Any]) -> str:
+    """ "passed", or "passed with N warnings: ..." (tag values stay short)."""
+    warnings = validation.get("warnings") or []
+    if not warnings:
+        return "passed"
+    texts = [
+        str(item.get("message") or item.get("name") or item)
+        if isinstance(item, dict)
+        else str(item)
+        for item in warnings
+    ]
+    summary = f"passed with {len(texts)} warning(s): " + "; ".join(texts)
+    return summary if len(summary) <= 500 else summary[:497] + "..."
+
+
+def load_keras_version(model_uri: str):
+    """A registered Keras model as a native Keras model, loaded in safe mode (no code runs)."""
+    import mlflow
+
+    return mlflow.tensorflow.load_model(model_uri, keras_model_kwargs={"safe_mode": True})
+
+
+def _champion_scorer(
+    root: Path, model: str, name: str, meta: dict[str, Any], params: dict[str, Any]
+):
+    """score(version) -> metrics of that registered version on this run's test split.
+
+    The GAN is judged by this run's CNN, exactly as its challenger was in evaluate@gan.
+    Results are cached so the report can show every re-scored metric.
+    """
+    cache: dict[str, dict[str, Any]] = {}
+
+    def score(version: str) -> dict[str, Any]:
+        from tasks.evaluate import score_classifier, score_generator
+        from tasks.prepare import load_splits
+
+        if version in cache:
+            return cache[version]
+        splits = load_splits(root / SPLITS_FILE)
+        class_names = [str(name) for name in meta["class_names"]]
+        network = load_keras_version(f"models:/{name}/{version}")
+        if model in CLASSIFIERS:
+            metrics = score_classifier(network, splits.x["test"], splits.y["test"], class_names)
+        else:
+            import keras
+
+            judge_file = model_dir("cnn", root) / "model.keras"
+            judge = keras.models.load_model(judge_file, safe_mode=True)
+            metrics = score_generator(
+                network,
+                judge,
+                splits.x["train"],
+                splits.x["test"],
+                class_names,
+                section(params, "evaluate"),
+                int(section(params, "seed")),
+            )
+        cache[version] = metrics
+        return metrics
+
+    score.cache = cache  # type: ignore[attr-defined]
+    return score
 
 
 def _latest_version(client: MlflowClient, name: str) -> ModelVersion | None:
@@ -336,7 +455,12 @@ def _register_one(
             "params_hash": params_hash(trained_params),
             "params": json.dumps(trained_params, sort_keys=True, separators=(",", ":")),
             "model_md5": inputs.model_md5,
-            "validation": "passed",
+            "validation": lineage["validation"],
+            "class_weights": (
+                json.dumps(class_weights, sort_keys=True, separators=(",", ":"))
+                if class_weights
+                else "none"
+            ),
             "pipeline_run": lineage["pipeline_run"],
         },
     )
@@ -345,6 +469,8 @@ def _register_one(
         version.version,
         description=_describe(lineage["git_commit"], lineage["data_version"], model),
     )
+    # Every new version is the challenger; only the gate may move `champion`.
+    client.set_registered_model_alias(registered_name, CHALLENGER, str(version.version))
     headline = headline_metric(model)
     return RegisteredModel(
         model,
@@ -354,14 +480,25 @@ def _register_one(
         headline,
         float(inputs.metrics[headline]),
         reused=False,
+        metrics=scalar_metrics(inputs.metrics),
     )
 
 
+def _optional_float(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "none") else None
+    except ValueError:
+        return None
+
+
 def _reused(client: MlflowClient, inputs: _ModelInputs, version: ModelVersion) -> RegisteredModel:
+    """The unchanged version, with the gate decision recorded when it was registered."""
     headline = headline_metric(inputs.model)
     value = float(inputs.metrics[headline])
     if version.run_id:
         value = client.get_run(version.run_id).data.metrics.get(headline, value)
+    tags = version.tags
+    champion = tags.get("gate.champion_version")
     return RegisteredModel(
         inputs.model,
         version.name,
@@ -370,7 +507,39 @@ def _reused(client: MlflowClient, inputs: _ModelInputs, version: ModelVersion) -
         headline,
         float(value),
         reused=True,
+        decision=tags.get("gate.decision", ""),
+        reason=tags.get("gate.reason", ""),
+        champion_version=None if champion in (None, "none") else champion,
+        champion_score=_optional_float(tags.get("gate.champion_score")),
+        metrics=scalar_metrics(inputs.metrics),
     )
+
+
+def _run_gate(
+    client: MlflowClient,
+    entry: RegisteredModel,
+    inputs: _ModelInputs,
+    settings: GateSettings,
+    score_champion,
+) -> RegisteredModel:
+    """Run the promotion gate on a new version and copy its decision into the entry."""
+    decision: GateDecision = gate(
+        client,
+        entry.registered_name,
+        entry.version,
+        inputs.metrics,
+        metric=entry.headline_metric,
+        thresholds=settings.thresholds[inputs.model],
+        tolerance=settings.tolerance,
+        score_champion=score_champion,
+    )
+    champion_metrics = score_champion.cache.get(decision.champion_version or "", {})
+    entry.decision = decision.decision
+    entry.reason = decision.reason
+    entry.champion_version = decision.champion_version
+    entry.champion_score = decision.champion_score
+    entry.champion_metrics = scalar_metrics(champion_metrics)
+    return entry
 
 
 def register_models(
@@ -381,11 +550,14 @@ def register_models(
 ) -> list[RegisteredModel]:
     """Log and register each model whose artifact changed; reuse the registered version otherwise.
 
-    All inputs are read and checked before MLflow is touched, so a missing file logs nothing.
-    The parent run is only created when at least one model is new.
+    Each new version becomes `challenger` and goes through the promotion gate. All inputs
+    (files and gate params) are read and checked before MLflow is touched, so a bad input logs
+    nothing and moves no alias. The parent run is only created when at least one model is new;
+    the run report is written to reports/ and logged to it.
     """
     root = Path(root)
     experiment = section(params, "register.experiment")
+    settings = gate_settings(params, models)
     meta = _read_json(root / PREPARED_META_FILE, "prepare")
     if not isinstance(meta, dict) or not meta.get("name") or "image_shape" not in meta:
         raise RegisterError(f"{root / PREPARED_META_FILE}: needs 'name' and 'image_shape'")
@@ -399,6 +571,8 @@ def register_models(
     except LineageError as error:
         raise RegisterError(str(error)) from error
     all_inputs = [_model_inputs(root, model) for model in models]
+    if not (root / SPLITS_FILE).is_file():
+        raise RegisterError(f"{root / SPLITS_FILE} not found: run `dvc repro prepare` first")
 
     import mlflow
     from mlflow import MlflowClient
@@ -415,6 +589,7 @@ def register_models(
         else:
             pending.append(inputs)
 
+    parent_run_id = None
     if pending:
         pipeline_run = uuid.uuid4().hex
         lineage = {"data_version": data_md5, "git_commit": git_commit(root)}
@@ -423,22 +598,64 @@ def register_models(
         with mlflow.start_run(
             run_name=pipeline_run_name or f"pipeline-{dataset}-{stamp}",
             tags={PIPELINE_TAG: pipeline_run, "dataset": dataset, **lineage},
-        ):
+        ) as parent:
+            parent_run_id = parent.info.run_id
             mlflow.log_metrics(
                 {_metric_name(k): v for k, v in _numeric_leaves("validation", validation).items()}
             )
             mlflow.log_artifact(str(root / VALIDATION_METRICS), "validation")
             for inputs in pending:
-                results[inputs.model] = _register_one(
+                name = f"{dataset}-{inputs.model}"
+                entry = _register_one(
                     client,
                     inputs,
-                    registered_name=f"{dataset}-{inputs.model}",
+                    registered_name=name,
                     params=params,
                     meta=meta,
-                    lineage={**lineage, "pipeline_run": pipeline_run},
+                    lineage={
+                        **lineage,
+                        "pipeline_run": pipeline_run,
+                        "validation": validation_summary(validation),
+                    },
                     root=root,
                 )
-    return [results[inputs.model] for inputs in all_inputs]
+                scorer = _champion_scorer(root, inputs.model, name, meta, params)
+                results[inputs.model] = _run_gate(client, entry, inputs, settings, scorer)
+            entries = [results[inputs.model] for inputs in all_inputs]
+            _write_run_report(root, entries, validation, data_md5, lineage["git_commit"])
+            from tasks.run_report import log_to_mlflow
+
+            log_to_mlflow(root)
+    entries = [results[inputs.model] for inputs in all_inputs]
+    if parent_run_id is None:
+        _write_run_report(root, entries, validation, data_md5, git_commit(root))
+    return entries
+
+
+def _write_run_report(
+    root: Path,
+    entries: Sequence[RegisteredModel],
+    validation: dict[str, Any],
+    data_md5: str,
+    commit: str,
+) -> None:
+    import mlflow
+
+    from tasks.run_report import build_report, write_report
+
+    active = mlflow.active_run()
+    write_report(
+        root,
+        build_report(
+            root,
+            [asdict(entry) for entry in entries],
+            validation,
+            data_version=data_md5,
+            git_commit=commit,
+            mlflow_run_id=active.info.run_id if active else None,
+            tracking_uri=tracking_uri(),
+        ),
+    )
 
 
 def write_registry_report(models: Sequence[RegisteredModel], path: Path = REGISTRY_REPORT) -> None:
@@ -455,7 +672,17 @@ def write_registry_report(models: Sequence[RegisteredModel], path: Path = REGIST
 
 def format_table(models: Sequence[RegisteredModel]) -> str:
     """Aligned text table of the registry entries, one row per model."""
-    header = ("model", "metric", "value", "mlflow run", "registered name", "version", "status")
+    header = (
+        "model",
+        "metric",
+        "value",
+        "mlflow run",
+        "registered name",
+        "version",
+        "status",
+        "champion",
+        "gate",
+    )
     rows = [header] + [
         (
             entry.model,
@@ -465,6 +692,12 @@ def format_table(models: Sequence[RegisteredModel]) -> str:
             entry.registered_name,
             entry.version,
             "unchanged" if entry.reused else "new",
+            (
+                f"v{entry.champion_version} {entry.champion_score:.4f}"
+                if entry.champion_version and entry.champion_score is not None
+                else "-"
+            ),
+            entry.decision or "-",
         )
         for entry in models
     ]
@@ -486,11 +719,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         params = load_params(args.params or args.root / PARAMS_FILE)
         models = register_models(args.root, params)
-    except (RegisterError, ParamsError) as error:
+    except (RegisterError, ParamsError, PromotionError) as error:
         print(f"register: {error}", file=sys.stderr)
         return 1
     write_registry_report(models, args.root / REGISTRY_REPORT)
     print(format_table(models))
+    for entry in models:
+        if entry.reason:
+            print(f"{entry.registered_name} v{entry.version}: {entry.decision}: {entry.reason}")
     return 0
 
 

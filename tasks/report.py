@@ -47,7 +47,7 @@ def read_run_summary(
 
 def format_table(models: Sequence[dict[str, Any]]) -> str:
     """Aligned text table: model, headline metric, MLflow run id, registered version."""
-    header = ("model", "metric", "value", "mlflow run", "registered model", "version", "")
+    header = ("model", "metric", "value", "mlflow run", "registered model", "version", "", "gate")
     rows = [header] + [
         (
             entry["model"],
@@ -57,6 +57,7 @@ def format_table(models: Sequence[dict[str, Any]]) -> str:
             entry["registered_name"],
             str(entry["version"]),
             "unchanged" if entry.get("reused") else "new",
+            entry.get("decision") or "-",
         )
         for entry in models
     ]
@@ -78,13 +79,14 @@ def summary_markdown(summary: RunSummary) -> str:
         f"- validation: {'passed' if summary.validation_passed else 'FAILED'}",
         f"- stages run: {', '.join(summary.stages_run) or 'none (everything up to date)'}",
         "",
-        "| model | metric | value | MLflow run | registered model | version | |",
-        "|---|---|---|---|---|---|---|",
+        "| model | metric | value | MLflow run | registered model | version | | gate |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for entry in summary.models:
         lines.append(
             f"| {entry['model']} | {entry['headline_metric']} | {entry['headline_value']:.4f} "
             f"| `{entry['run_id']}` | {entry['registered_name']} | {entry['version']} "
-            f"| {'unchanged' if entry.get('reused') else 'new'} |"
+            f"| {'unchanged' if entry.get('reused') else 'new'} "
+            f"| {entry.get('decision') or '-'} |"
         )
     return "\n".join(lines) + "\n"

@@ -39,7 +39,13 @@ VERSION_TAGS = {
     "params",
     "model_md5",
     "validation",
+    "class_weights",
     "pipeline_run",
+    "gate.decision",
+    "gate.reason",
+    "gate.metric",
+    "gate.challenger_score",
+    "gate.champion_score",
 }
 PARAMS: dict[str, Any] = {
     "seed": 42,
@@ -50,7 +56,16 @@ PARAMS: dict[str, Any] = {
         "rnn": {"epochs": 2, "batch_size": 8, "lstm_units": [4]},
         "gan": {"epochs": 4, "batch_size": 8, "latent_dim": LATENT_DIM},
     },
-    "register": {"experiment": "imgflow-test"},
+    "evaluate": {"gan_samples": 20, "confidence": 0.5},
+    "register": {
+        "experiment": "imgflow-test",
+        "tolerance": 0.01,
+        "thresholds": {
+            "cnn": {"test_accuracy": {"min": 0.5}},
+            "rnn": {"test_accuracy": {"min": 0.5}},
+            "gan": {"recognisable_share": {"min": 0.5}},
+        },
+    },
 }
 DATA_MD5 = "0123456789abcdef0123456789abcdef.dir"
 
@@ -71,7 +86,8 @@ def save_tiny_models(out: Path) -> Path:
             image,
             keras.layers.Rescaling(1 / 255),
             keras.layers.Conv2D(2, 3, activation="relu"),
-            keras.layers.Flatten(),
+            # The GAN's judge needs an "embedding" layer (tasks.evaluate.EMBEDDING_LAYER).
+            keras.layers.Flatten(name="embedding"),
             keras.layers.Dense(len(CLASSES), activation="softmax"),
         ]
     ).save(out / "cnn.keras")
@@ -109,6 +125,25 @@ def _history(model: str) -> dict[str, list[float]]:
     return {key: [1.0 / (epoch + 1) for epoch in range(EPOCHS[model])] for key in keys}
 
 
+def write_splits(root: Path, per_class: int = 3) -> None:
+    """splits.npz as prepare writes it: class k images have pixel k bright, the rest dim."""
+    rng = np.random.default_rng(0)
+    arrays: dict[str, np.ndarray] = {}
+    for split in ("train", "val", "test"):
+        labels = np.repeat(np.arange(len(CLASSES)), per_class)
+        images = rng.integers(0, 40, size=(len(labels), *IMAGE_SHAPE)).astype(np.uint8)
+        flat = images.reshape(len(labels), -1)
+        flat[np.arange(len(labels)), labels] = 255
+        arrays |= {
+            f"x_{split}": flat.reshape(images.shape),
+            f"y_{split}": labels.astype(np.int64),
+            f"paths_{split}": np.array([f"{split}/{i}.png" for i in range(len(labels))]),
+        }
+    path = root / "artifacts/prepared/splits.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+
 def build_root(root: Path, keras_files: Path) -> Path:
     """A repository root as `dvc repro evaluate` would leave it (plots included)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -122,6 +157,7 @@ def build_root(root: Path, keras_files: Path) -> Path:
         root / "artifacts/prepared/meta.json",
         {"name": DATASET, "class_names": CLASSES, "image_shape": list(IMAGE_SHAPE)},
     )
+    write_splits(root)
     _write_json(
         root / "metrics/validation.json",
         {
@@ -367,7 +403,19 @@ def test_failed_validation_is_not_registered(store, capsys) -> None:
 def test_report_and_table(tmp_path: Path) -> None:
     entries = [
         RegisteredModel("cnn", "digits-cnn", "2", "abc123", "test_accuracy", 0.97, False),
-        RegisteredModel("gan", "digits-gan", "1", "def456", "recognisable_share", 0.8, True),
+        RegisteredModel(
+            "gan",
+            "digits-gan",
+            "1",
+            "def456",
+            "recognisable_share",
+            0.8,
+            True,
+            decision="rejected",
+            reason="worse",
+            champion_version="3",
+            champion_score=0.9,
+        ),
     ]
     path = tmp_path / "reports" / "registry.json"
     write_registry_report(entries, path)
@@ -379,6 +427,12 @@ def test_report_and_table(tmp_path: Path) -> None:
         "headline_metric": "recognisable_share",
         "headline_value": 0.8,
         "reused": True,
+        "decision": "rejected",
+        "reason": "worse",
+        "champion_version": "3",
+        "champion_score": 0.9,
+        "metrics": {},
+        "champion_metrics": {},
     }
     assert [item.name for item in path.parent.iterdir()] == ["registry.json"]
     lines = format_table(entries).splitlines()
@@ -391,8 +445,10 @@ def test_report_and_table(tmp_path: Path) -> None:
         "digits-cnn",
         "2",
         "new",
+        "-",
+        "-",
     ]
-    assert lines[2].split()[-1] == "unchanged"
+    assert lines[2].split()[-4:] == ["unchanged", "v3", "0.9000", "rejected"]
     assert lines[0].index("mlflow run") == lines[1].index("abc123")
 
 
