@@ -1,7 +1,11 @@
-"""Prepare: decode the raw image folder once and split it into compact train/val/test arrays.
+"""Prepare: decode the raw image folder once into train/val/test arrays and the image profile.
 
 The split is stratified by class with the shared seed, so every split keeps the dataset's class
 distribution and the same data + params always give the same (byte-identical) arrays.
+The same single decode pass writes the per-image profile table (tasks/profile.py) that the
+validate step checks. Files that cannot be used (decode failure, a shape other than the
+manifest's, a folder outside the declared classes) are recorded there with split `excluded`
+and left out of the arrays instead of stopping the run: validation then reports all of them.
 """
 
 from __future__ import annotations
@@ -13,16 +17,15 @@ import os
 import sys
 import zipfile
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from tasks.ingest import IngestError, read_manifest
 from tasks.params import ParamsError, load_params, section
 from tasks.paths import DATA_DIR, PARAMS_FILE, PREPARED_META_FILE, SPLITS_FILE
+from tasks.profile import EXCLUDED, PROFILE_FILE, build_profile, profile_files, write_profile
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -37,7 +40,7 @@ class Splits:
 
 
 def list_images(data_dir: Path, class_names: list[str]) -> tuple[list[Path], np.ndarray]:
-    """Image files in class order, then file-name order, with their class indices."""
+    """PNG files of the declared classes in class order, then file-name order, with labels."""
     files: list[Path] = []
     labels: list[int] = []
     for label, class_name in enumerate(class_names):
@@ -47,20 +50,41 @@ def list_images(data_dir: Path, class_names: list[str]) -> tuple[list[Path], np.
     return files, np.asarray(labels, dtype=np.int64)
 
 
-def decode_png(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        array = np.asarray(image, dtype=np.uint8)
-    return array[..., np.newaxis] if array.ndim == 2 else array
+def list_all_files(data_dir: Path, class_names: list[str]) -> tuple[list[Path], list[str]]:
+    """Every non-hidden file under every class folder (declared first, then undeclared ones).
+
+    Undeclared folders and non-PNG files are listed too, so the profile shows them instead
+    of silently ignoring what someone dropped into data/.
+    """
+    declared = [data_dir / name for name in class_names]
+    others = sorted(
+        child
+        for child in data_dir.iterdir()
+        if child.is_dir() and child.name not in class_names and not child.name.startswith(".")
+    )
+    files: list[Path] = []
+    folders: list[str] = []
+    for folder in declared + others:
+        if not folder.is_dir():
+            continue
+        found = sorted(_walk(folder))
+        files.extend(found)
+        folders.extend([folder.name] * len(found))
+    return files, folders
 
 
-def decode_all(files: Sequence[Path]) -> np.ndarray:
-    """Decode every file (threads: Pillow releases the GIL while decoding)."""
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        arrays = list(pool.map(decode_png, files, chunksize=256))
-    shapes = {array.shape for array in arrays}
-    if len(shapes) != 1:
-        raise IngestError(f"images in the data folder have different shapes: {sorted(shapes)}")
-    return np.stack(arrays)
+def _walk(folder: Path) -> list[Path]:
+    """Non-hidden files and symlinks below folder (os.scandir: no extra stat per file)."""
+    found: list[Path] = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                found.extend(_walk(Path(entry.path)))
+            else:
+                found.append(Path(entry.path))
+    return found
 
 
 def stratified_split(
@@ -79,13 +103,16 @@ def stratified_split(
         n_test = max(1, round(len(members) * test_fraction))
         n_val = max(1, round(len(members) * val_fraction))
         if n_test + n_val >= len(members):
-            raise IngestError(
-                f"class {label} has {len(members)} images: too few to split into train/val/test"
-            )
+            # Too few to split: keep them for training; validation's per-class minimum flags it.
+            parts["train"].append(members)
+            continue
         parts["test"].append(members[:n_test])
         parts["val"].append(members[n_test : n_test + n_val])
         parts["train"].append(members[n_test + n_val :])
-    return {split: np.sort(np.concatenate(parts[split])) for split in SPLITS}
+    return {
+        split: np.sort(np.concatenate(parts[split])) if parts[split] else np.zeros(0, np.int64)
+        for split in SPLITS
+    }
 
 
 def save_splits(splits: Splits, path: Path) -> None:
@@ -123,34 +150,58 @@ def load_meta(path: Path = PREPARED_META_FILE) -> dict[str, object]:
 
 
 def prepare(
-    data_dir: Path, splits_file: Path, meta_file: Path, params: dict, seed: int
+    data_dir: Path,
+    splits_file: Path,
+    meta_file: Path,
+    params: dict,
+    seed: int,
+    profile_file: Path | None = None,
 ) -> dict[str, object]:
-    """Decode data_dir, split it, write the arrays and their metadata; returns the metadata."""
+    """Decode data_dir once, split it, write the arrays, their metadata and the per-image
+    profile (next to splits_file unless profile_file is given); returns the metadata."""
     manifest = read_manifest(data_dir)
     class_names = [str(name) for name in manifest["class_names"]]
-    files, labels = list_images(data_dir, class_names)
+    declared_shape = tuple(int(v) for v in manifest["image_shape"])
+    files, folders = list_all_files(data_dir, class_names)
     if not files:
         raise IngestError(f"{data_dir} holds no images: run `imgflow ingest` first")
-    images = decode_all(files)
-    indices = stratified_split(
-        labels, float(params["val_fraction"]), float(params["test_fraction"]), seed
+    profiled = profile_files(files, data_dir)
+    labels = np.asarray(
+        [class_names.index(f) if f in class_names else -1 for f in folders], dtype=np.int64
     )
     relative = np.asarray([str(file.relative_to(data_dir)) for file in files])
+    profile = build_profile(relative.tolist(), labels.tolist(), folders, profiled)
+    members, stack = profiled.groups.get(
+        declared_shape, (np.zeros(0, np.int64), np.zeros((0, *declared_shape), np.uint8))
+    )
+    declared = labels[members] >= 0  # files in undeclared folders stay out of the arrays
+    kept, images = members[declared], stack[declared]
+    del profiled, stack
+    indices = stratified_split(
+        labels[kept], float(params["val_fraction"]), float(params["test_fraction"]), seed
+    )
     splits = Splits(
         x={s: images[i] for s, i in indices.items()},
-        y={s: labels[i] for s, i in indices.items()},
-        paths={s: relative[i] for s, i in indices.items()},
+        y={s: labels[kept][i] for s, i in indices.items()},
+        paths={s: relative[kept][i] for s, i in indices.items()},
     )
+    split_column = np.full(len(files), EXCLUDED, dtype=object)
+    for name, index in indices.items():
+        split_column[kept[index]] = name
+    profile["split"] = split_column
+    profile["split"] = profile["split"].astype("string")
     save_splits(splits, splits_file)
+    write_profile(profile, profile_file or splits_file.parent / PROFILE_FILE.name)
     meta = {
         "name": manifest["name"],
         "source": manifest["source"],
         "class_names": class_names,
-        "image_shape": list(images.shape[1:]),
+        "image_shape": list(declared_shape),
         "seed": seed,
         "counts": {
             s: np.bincount(splits.y[s], minlength=len(class_names)).tolist() for s in SPLITS
         },
+        "excluded": int(len(files) - len(kept)),
     }
     meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
@@ -173,7 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"prepare failed: {error}", file=sys.stderr)
         return 1
     sizes = ", ".join(f"{s} {sum(meta['counts'][s])}" for s in SPLITS)
-    print(f"prepared '{meta['name']}' {meta['image_shape']}: {sizes}")
+    excluded = (
+        f"; {meta['excluded']} file(s) excluded, see {PROFILE_FILE}" if meta["excluded"] else ""
+    )
+    print(f"prepared '{meta['name']}' {meta['image_shape']}: {sizes}{excluded}")
     return 0
 
 

@@ -48,3 +48,37 @@ def test_prepare_writes_identical_bytes_for_identical_input(tmp_path: Path) -> N
         load_meta(tmp_path / "a" / "meta.json")["counts"]["test"]
         == np.bincount(loaded.y["test"]).tolist()
     )
+
+
+def test_prepare_writes_profile_and_records_unusable_files(tmp_path: Path) -> None:
+    from tasks.profile import read_profile
+
+    ingest("digits", None, tmp_path / "data")
+    (tmp_path / "data" / "3" / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "data" / "extra").mkdir()
+    (tmp_path / "data" / "extra" / "x.png").write_bytes(
+        (tmp_path / "data" / "0" / "00000.png").read_bytes()
+    )
+    meta = prepare(tmp_path / "data", tmp_path / "splits.npz", tmp_path / "meta.json", PARAMS, 42)
+    profile = read_profile(tmp_path / "profile.parquet")
+    assert len(profile) == 1799 and meta["excluded"] == 2
+    broken = profile[profile["path"] == "3/broken.png"].iloc[0]
+    assert broken["split"] == "excluded" and "not an image" in broken["error"]
+    extra = profile[profile["path"] == "extra/x.png"].iloc[0]
+    assert extra["label"] == -1 and extra["split"] == "excluded" and extra["error"] is pd_na()
+    loaded = load_splits(tmp_path / "splits.npz")
+    assert sum(len(v) for v in loaded.y.values()) == 1797
+    used = profile[profile["split"] != "excluded"]
+    assert sorted(used["path"]) == sorted(np.concatenate(list(loaded.paths.values())).tolist())
+
+
+def pd_na():
+    import pandas as pd
+
+    return pd.NA
+
+
+def test_too_small_class_goes_to_train_instead_of_crashing() -> None:
+    labels = np.repeat([0, 1], [50, 2])
+    splits = stratified_split(labels, 0.1, 0.1, seed=0)
+    assert (labels[splits["train"]] == 1).sum() == 2
