@@ -110,28 +110,38 @@ def load_idx_source(path: Path) -> SourceImages:
     return SourceImages(images, labels, class_names, f"idx:{images_file.name},{labels_file.name}")
 
 
-def _decode_image(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode not in ("L", "RGB"):
-                image = image.convert("RGB" if "A" in image.mode or image.mode == "P" else "L")
-            array = np.asarray(image, dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise IngestError(f"{path}: cannot decode image ({error})") from error
-    return array[..., np.newaxis] if array.ndim == 2 else array
+def _decode_image(path: Path, root: Path | None = None) -> np.ndarray:
+    """Decode one file as uint8 (H, W, C); IngestError says why it cannot be used.
+
+    Same decoder as the prepare step's profile (tasks/profile.py): zero-byte, truncated and
+    non-image files, decompression bombs (Pillow's pixel limit, checked before decoding) and
+    symlinks resolving outside root are all refused with the reason.
+    """
+    from tasks.profile import decode_file
+
+    decoded = decode_file(path, root)
+    if decoded.array is None:
+        raise IngestError(f"{path}: cannot use image ({decoded.error})")
+    return decoded.array
 
 
 def load_folder_source(path: Path) -> SourceImages:
-    """Any class-per-folder tree of PNG/JPEG files; class names are the sub-folder names."""
+    """Any class-per-folder tree of PNG/JPEG files; class names are the sub-folder names.
+
+    Every file is checked before failing, so the error lists all bad files (first 20), not
+    just the first one; nothing is written unless every file is usable.
+    """
     if not path.is_dir():
         raise IngestError(f"folder source: {path} is not a directory")
     root = path.resolve()
-    class_dirs = sorted(child for child in path.iterdir() if child.is_dir())
+    class_dirs = sorted(
+        child for child in path.iterdir() if child.is_dir() and not child.name.startswith(".")
+    )
     if not class_dirs:
-        raise IngestError(f"folder source {path}: no class sub-folders found")
+        raise IngestError(f"folder source {path}: no class sub-folders found (empty dataset)")
     images: list[np.ndarray] = []
     labels: list[int] = []
+    problems: list[str] = []
     for label, class_dir in enumerate(class_dirs):
         files = sorted(
             file
@@ -139,17 +149,27 @@ def load_folder_source(path: Path) -> SourceImages:
             if file.suffix.lower() in IMAGE_SUFFIXES and not file.is_dir()
         )
         if not files:
-            raise IngestError(f"folder source: class folder {class_dir} holds no PNG/JPEG images")
+            problems.append(f"{class_dir}: class folder holds no PNG/JPEG images")
         for file in files:
-            if not file.resolve().is_relative_to(root):
-                raise IngestError(f"{file}: resolves outside {path} (symlink); refusing to read it")
-            images.append(_decode_image(file))
-            labels.append(label)
-    shapes = sorted({image.shape for image in images})
-    if len(shapes) != 1:
-        raise IngestError(
-            f"folder source {path}: images have different shapes {shapes}; "
+            try:
+                images.append(_decode_image(file, root))
+                labels.append(label)
+            except IngestError as error:
+                problems.append(str(error))
+    shapes: dict[tuple[int, ...], list[str]] = {}
+    for image, file_label in zip(images, labels, strict=True):
+        shapes.setdefault(image.shape, []).append(class_dirs[file_label].name)
+    if len(shapes) > 1:
+        counts = {"x".join(map(str, shape)): len(v) for shape, v in shapes.items()}
+        problems.append(
+            f"images have different shapes (height x width x channels: count) {counts}; "
             "resize them to one shape and channel count first"
+        )
+    if problems:
+        listed = "\n  ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise IngestError(
+            f"folder source {path}: {len(problems)} problem(s), nothing ingested:\n  {listed}{more}"
         )
     class_names = [class_dir.name for class_dir in class_dirs]
     return SourceImages(np.stack(images), np.asarray(labels, np.int64), class_names, "folder")
