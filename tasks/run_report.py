@@ -37,12 +37,15 @@ class Report:
         self.blocks.append((kind, payload))
 
 
-def _number(value: Any) -> str:
+COUNT_METRICS = {"classes_covered", "classes_total", "test_images", "generated_images"}
+
+
+def _number(value: Any, name: str = "") -> str:
     if value is None:
         return "-"
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:.4f}"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    if name in COUNT_METRICS and isinstance(value, int | float):
+        return f"{value:.0f}"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _difference(challenger: Any, champion: Any) -> str:
@@ -146,8 +149,8 @@ def build_report(
                 [
                     [
                         name,
-                        _number(metrics.get(name)),
-                        _number(champion_metrics.get(name)),
+                        _number(metrics.get(name), name),
+                        _number(champion_metrics.get(name), name),
                         _difference(metrics.get(name), champion_metrics.get(name)),
                         "lower" if name in LOWER_IS_BETTER else "higher",
                     ]
