@@ -37,6 +37,12 @@ def test_retrain_flow_registers_three_models_and_a_rerun_trains_nothing(
         "digits-rnn": ["1"],
         "digits-gan": ["1"],
     }
+    # One run report per run, with the gate decision of every model (tiny params: rejected
+    # by the absolute thresholds, which is still a recorded decision).
+    report = (repo_copy / "reports/run_report.md").read_text()
+    assert "## Gate decisions" in report
+    assert all(entry["decision"] in ("promoted", "rejected") for entry in summary.models)
+    assert (repo_copy / "reports/run_report.html").is_file()
     status = subprocess.run(
         [sys.executable, "-m", "dvc", "status"], capture_output=True, text=True, check=True
     )
