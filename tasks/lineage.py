@@ -143,6 +143,21 @@ def _validation_lines(client: Any, parent_run_id: str | None) -> list[str]:
     return lines
 
 
+def _gate_line(tags: dict[str, str]) -> str:
+    if "gate.decision" not in tags:
+        return "no decision recorded"
+    champion = tags.get("gate.champion_version", "none")
+    against = (
+        f"vs champion v{champion} {tags.get('gate.champion_score')}"
+        if champion != "none"
+        else "no champion to compare with"
+    )
+    return (
+        f"{tags['gate.decision']} ({tags.get('gate.metric')} {tags.get('gate.challenger_score')} "
+        f"{against}): {tags.get('gate.reason')}"
+    )
+
+
 def describe_version(client: Any, name: str, ref: str) -> str:
     """Everything that produced a registered version, as text for `imgflow lineage`."""
     version = resolve_version(client, name, ref)
@@ -201,14 +216,7 @@ def describe_version(client: Any, name: str, ref: str) -> str:
         "Validation report of that data:",
         *_validation_lines(client, parent_id),
         "",
-        "Gate: "
-        + (
-            f"{tags['gate.decision']} ({tags.get('gate.metric')} "
-            f"{tags.get('gate.challenger_score')} vs champion v{tags.get('gate.champion_version')} "
-            f"{tags.get('gate.champion_score')}): {tags.get('gate.reason')}"
-            if "gate.decision" in tags
-            else "no decision recorded"
-        ),
+        "Gate: " + _gate_line(tags),
     ]
     if "rollback.at" in tags:
         lines.append(
