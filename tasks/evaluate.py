@@ -174,9 +174,13 @@ def _score_generator(generator, judge, x_train, x_test, class_names, params, see
     recognised = probabilities.argmax(axis=1)
 
     # Both distances compare a set of `count` images with the whole test split, so the floor
-    # (real train images) and the GAN's distance carry the same small-sample bias.
+    # (real train images) and the GAN's distance carry the same small-sample bias. The train
+    # images are a random sample: the split arrays may be ordered by class.
+    real = rng.choice(len(x_train), size=min(count, len(x_train)), replace=False)
     test_features = features.predict(x_test.astype("float32"), batch_size=256, verbose=0)
-    train_features = features.predict(x_train[:count].astype("float32"), batch_size=256, verbose=0)
+    train_features = features.predict(
+        x_train[np.sort(real)].astype("float32"), batch_size=256, verbose=0
+    )
     fake_features = features.predict(generated, batch_size=256, verbose=0)
     metrics = {
         "recognisable_share": float(recognisable.mean()),
