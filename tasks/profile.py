@@ -20,6 +20,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -175,8 +176,16 @@ def profile_files(files: Sequence[Path], root: Path, workers: int | None = None)
         return _profile_chunk(names, str(root))
     starts = list(range(0, len(names), CHUNK_FILES))
     chunks = [names[start : start + CHUNK_FILES] for start in starts]
-    with ProcessPoolExecutor(workers, mp_context=get_context("forkserver")) as pool:
-        parts = list(pool.map(_profile_chunk, chunks, [str(root)] * len(chunks), starts))
+    # fork: workers start in milliseconds and need not re-import the caller's __main__ (which
+    # forkserver/spawn do, and which fails for `python -c` or stdin callers).
+    try:
+        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+            parts = list(pool.map(_profile_chunk, chunks, [str(root)] * len(chunks), starts))
+    except BrokenProcessPool:  # a worker died (e.g. out of memory): finish in this process
+        parts = [
+            _profile_chunk(chunk, str(root), start)
+            for chunk, start in zip(chunks, starts, strict=True)
+        ]
     merged: dict[tuple[int, ...], list[tuple[np.ndarray, np.ndarray]]] = {}
     for part in parts:
         for key, group in part.groups.items():
