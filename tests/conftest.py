@@ -76,6 +76,8 @@ def registered_versions(tracking_uri: str) -> dict[str, list[str]]:
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     return {
-        model.name: sorted(str(v.version) for v in client.search_model_versions(f"name='{model.name}'"))
+        model.name: sorted(
+            str(v.version) for v in client.search_model_versions(f"name='{model.name}'")
+        )
         for model in client.search_registered_models()
     }
