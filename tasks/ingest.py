@@ -257,11 +257,11 @@ def version_data(data_dir: Path = DATA_DIR, repo_root: Path = Path(".")) -> None
 
     Runs DVC in-process: re-adding unchanged data only re-checks hashes (under a second).
     """
-    from dvc.repo import Repo
+    from tasks.stages import open_dvc_repo
 
     logging.getLogger("dvc").setLevel(logging.WARNING)  # its git hints are for CLI users
     target = str(data_dir.resolve().relative_to(repo_root.resolve()))
-    with Repo(str(repo_root)) as repo:
+    with open_dvc_repo(repo_root) as repo:
         repo.add(target)
         if repo.config.get("remote"):
             repo.push(targets=[f"{target}.dvc"])

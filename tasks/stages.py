@@ -7,14 +7,16 @@ jittered back-off; every other failure is raised with the stage's own output.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 LOCK_MESSAGE = "Unable to acquire lock"
 
@@ -80,28 +82,32 @@ def run_stage(
     )
 
 
-def pipeline_up_to_date(repo: Path = Path(".")) -> bool:
-    """True when `dvc status` finds no changed data, params, code or outputs anywhere."""
+@contextlib.contextmanager
+def open_dvc_repo(repo: Path) -> Iterator[Any]:
+    """DVC's Python API, run from inside the repository: DVC resolves some paths against the
+    working directory, and a Prefect worker's flow runs start elsewhere."""
     from dvc.repo import Repo
 
-    with Repo(str(repo)) as dvc_repo:
+    with contextlib.chdir(repo), Repo(".") as dvc_repo:
+        yield dvc_repo
+
+
+def pipeline_up_to_date(repo: Path = Path(".")) -> bool:
+    """True when `dvc status` finds no changed data, params, code or outputs anywhere."""
+    with open_dvc_repo(repo) as dvc_repo:
         return not dvc_repo.status()
 
 
 def sync_data_version(repo: Path = Path(".")) -> None:
     """On a worker with a DVC remote, fetch the data and stage outputs that dvc.lock names;
     a worker sharing the parent's checkout (no remote) already has them."""
-    from dvc.repo import Repo
-
-    with Repo(str(repo)) as dvc_repo:
+    with open_dvc_repo(repo) as dvc_repo:
         if dvc_repo.config.get("remote"):
             dvc_repo.pull()
 
 
 def push_outputs(repo: Path, stage: str) -> None:
     """Send a stage's outputs to the DVC remote (when there is one) for the parent to pull."""
-    from dvc.repo import Repo
-
-    with Repo(str(repo)) as dvc_repo:
+    with open_dvc_repo(repo) as dvc_repo:
         if dvc_repo.config.get("remote"):
             dvc_repo.push(targets=[stage])
