@@ -112,7 +112,7 @@ def test_retrain_deployment_dispatches_trainings_to_gpu_workers(
         (landing / "7").mkdir(parents=True)
         for index in range(12):
             image = np.zeros((8, 8), np.uint8)
-            image[1, 1 : 2 + index % 6] = 255
+            image[1 + index // 6, 1 : 2 + index % 6] = 255  # 12 distinct images
             Image.fromarray(image).save(landing / "7" / f"scan{index}.png")
         data_version_before = data_version(repo_copy)
         third = run_deployment(
