@@ -110,7 +110,7 @@ def load_idx_source(path: Path) -> SourceImages:
     return SourceImages(images, labels, class_names, f"idx:{images_file.name},{labels_file.name}")
 
 
-def _decode_image(path: Path, root: Path | None = None) -> np.ndarray:
+def decode_image(path: Path, root: Path | None = None) -> np.ndarray:
     """Decode one file as uint8 (H, W, C); IngestError says why it cannot be used.
 
     Same decoder as the prepare step's profile (tasks/profile.py): zero-byte, truncated and
@@ -152,7 +152,7 @@ def load_folder_source(path: Path) -> SourceImages:
             problems.append(f"{class_dir}: class folder holds no PNG/JPEG images")
         for file in files:
             try:
-                images.append(_decode_image(file, root))
+                images.append(decode_image(file, root))
                 labels.append(label)
             except IngestError as error:
                 problems.append(str(error))

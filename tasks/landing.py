@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tasks.ingest import IMAGE_SUFFIXES, IngestError, read_manifest
-from tasks.ingest import _decode_image as decode_image
+from tasks.ingest import IMAGE_SUFFIXES, IngestError, decode_image, read_manifest
 from tasks.paths import DATA_DIR, MANIFEST_NAME
 
 PROCESSED_DIR = ".processed"
@@ -59,7 +58,7 @@ def merge_landing(landing_dir: Path, data_dir: Path = DATA_DIR) -> LandingBatch:
                 f"{file}: class folder '{class_name}' is not one of the dataset's classes "
                 f"{class_names}; move it out of {landing_dir} or re-ingest with the new class"
             )
-        image = decode_image(file)
+        image = decode_image(file, landing_dir.resolve())  # refuses symlinks escaping it
         if image.shape != expected_shape:
             raise IngestError(
                 f"{file}: image shape {image.shape} differs from the dataset's {expected_shape}"

@@ -70,6 +70,17 @@ def repo_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return repo
 
 
+def tree_digest(root: Path) -> str:
+    """One hash over every file's relative path and bytes: "nothing in this folder changed"."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(root)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
 def registered_versions(tracking_uri: str) -> dict[str, list[str]]:
     """Registered model name -> its version numbers, read from an MLflow store."""
     from mlflow import MlflowClient

@@ -9,7 +9,6 @@ they were, so nothing downstream, training or registration, runs).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -27,18 +26,11 @@ from tasks.ingest import IngestError, ingest
 from tasks.paths import PREPARED_META_FILE, SPLITS_FILE, VALIDATION_METRICS
 from tasks.prepare import prepare
 from tasks.validate import ACCEPTED_SUMMARY, ValidationError, run_validation
+from tests.conftest import tree_digest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ("a", "b", "c")
 SIDE = 8
-
-
-def tree_digest(root: Path) -> str:
-    digest = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(root)).encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
 
 
 def png_bytes(array: np.ndarray, fmt: str = "PNG") -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -11,15 +10,7 @@ import pytest
 from PIL import Image
 
 from tasks.ingest import IngestError, ingest, load_idx_source, read_manifest
-from tests.conftest import MNIST_DIR
-
-
-def tree_digest(root: Path) -> str:
-    digest = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(file.relative_to(root)).encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()
+from tests.conftest import MNIST_DIR, tree_digest
 
 
 def write_idx(folder: Path, images: np.ndarray, labels: np.ndarray) -> None:
