@@ -74,7 +74,9 @@ class RegisteredModel:
     """One model's registry entry as this call left it (new version, or the reused one).
 
     decision/reason/champion_* come from the gate (for a reused version: its recorded tags);
-    champion_metrics are the champion's scores re-computed on this run's test split.
+    champion_metrics are the champion's scores re-computed on this run's test split. For the GAN,
+    `judge` names the CNN that scored both generators at the gate, and `metrics` are that
+    judge's scores (see GanJudge).
     """
 
     model: str
@@ -90,6 +92,7 @@ class RegisteredModel:
     champion_score: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     champion_metrics: dict[str, float] = field(default_factory=dict)
+    judge: str = ""
 
 
 @dataclass(frozen=True)
@@ -219,46 +222,100 @@ def load_keras_version(model_uri: str):
     return mlflow.tensorflow.load_model(model_uri, keras_model_kwargs={"safe_mode": True})
 
 
+@dataclass(frozen=True)
+class GanJudge:
+    """The CNN that scores both GANs at the gate, and how to name it in tags and the report.
+
+    Both generators must be judged by the same classifier, and by one that earned trust: the
+    current `champion` of `<dataset>-cnn` (after this run's CNN went through its own gate), or
+    this run's CNN when there is no champion yet or the champion is this run's CNN. Judging by
+    an unvetted new CNN would let a weak classifier collapse both GANs' scores.
+    """
+
+    network: Any
+    label: str
+    is_run_cnn: bool
+
+
+def gan_judge(client: MlflowClient, root: Path, dataset: str) -> GanJudge:
+    """Resolve the gate's judge for `<dataset>-gan` (see GanJudge)."""
+    import keras
+    from mlflow.exceptions import MlflowException
+
+    from tasks.promote import CHAMPION
+
+    name = f"{dataset}-cnn"
+    run_cnn = model_dir("cnn", root)
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        champion = None
+    if champion is not None and champion.tags.get("model_md5") != dir_md5(run_cnn):
+        network = load_keras_version(f"models:/{name}/{champion.version}")
+        return GanJudge(network, f"{name} v{champion.version} (champion)", is_run_cnn=False)
+    network = keras.models.load_model(
+        _require_file(run_cnn / "model.keras", "train@cnn"), safe_mode=True
+    )
+    label = (
+        f"{name} v{champion.version} (champion, this run's CNN)"
+        if champion is not None
+        else "this run's CNN (no champion CNN yet)"
+    )
+    return GanJudge(network, label, is_run_cnn=True)
+
+
 def _champion_scorer(
-    root: Path, model: str, name: str, meta: dict[str, Any], params: dict[str, Any]
+    root: Path,
+    model: str,
+    name: str,
+    meta: dict[str, Any],
+    params: dict[str, Any],
+    judge: GanJudge | None = None,
 ):
     """score(version) -> metrics of that registered version on this run's test split.
 
-    The GAN is judged by this run's CNN, exactly as its challenger was in evaluate@gan.
+    A GAN is scored by `judge`, the same CNN that scores its challenger at the gate.
     Results are cached so the report can show every re-scored metric.
     """
+    if model not in CLASSIFIERS and judge is None:
+        raise ValueError("a GAN's champion needs the gate's judge CNN")
     cache: dict[str, dict[str, Any]] = {}
 
     def score(version: str) -> dict[str, Any]:
-        from tasks.evaluate import score_classifier, score_generator
-        from tasks.prepare import load_splits
-
-        if version in cache:
-            return cache[version]
-        splits = load_splits(root / SPLITS_FILE)
-        class_names = [str(name) for name in meta["class_names"]]
-        network = load_keras_version(f"models:/{name}/{version}")
-        if model in CLASSIFIERS:
-            metrics = score_classifier(network, splits.x["test"], splits.y["test"], class_names)
-        else:
-            import keras
-
-            judge_file = model_dir("cnn", root) / "model.keras"
-            judge = keras.models.load_model(judge_file, safe_mode=True)
-            metrics = score_generator(
-                network,
-                judge,
-                splits.x["train"],
-                splits.x["test"],
-                class_names,
-                section(params, "evaluate"),
-                int(section(params, "seed")),
-            )
-        cache[version] = metrics
-        return metrics
+        if version not in cache:
+            network = load_keras_version(f"models:/{name}/{version}")
+            cache[version] = _score(root, model, network, meta, params, judge)
+        return cache[version]
 
     score.cache = cache  # type: ignore[attr-defined]
     return score
+
+
+def _score(
+    root: Path,
+    model: str,
+    network: Any,
+    meta: dict[str, Any],
+    params: dict[str, Any],
+    judge: GanJudge | None,
+) -> dict[str, Any]:
+    """Metrics of one network (classifier or generator) on this run's test split."""
+    from tasks.evaluate import score_classifier, score_generator
+    from tasks.prepare import load_splits
+
+    splits = load_splits(root / SPLITS_FILE)
+    class_names = [str(name) for name in meta["class_names"]]
+    if model in CLASSIFIERS:
+        return score_classifier(network, splits.x["test"], splits.y["test"], class_names)
+    return score_generator(
+        network,
+        judge.network,
+        splits.x["train"],
+        splits.x["test"],
+        class_names,
+        section(params, "evaluate"),
+        int(section(params, "seed")),
+    )
 
 
 def _latest_version(client: MlflowClient, name: str) -> ModelVersion | None:
@@ -325,9 +382,14 @@ def _log_history(client: MlflowClient, run_id: str, history: dict[str, Any]) -> 
 
 
 def _attachments(root: Path, model: str) -> list[tuple[Path, str]]:
-    """(file, artifact folder) pairs for the plots a model's stages wrote, when present."""
+    """(file, artifact folder) pairs for the plots a model's stages wrote, when present: the
+    evaluation figures, the training curves, and the GAN's sample grid every N epochs."""
     files = [
         (png, "plots/images") for png in sorted((root / PLOTS_DIR / "images" / model).glob("*.png"))
+    ]
+    files += [
+        (png, "plots/training_samples")
+        for png in sorted((model_dir(model, root) / "samples").glob("*.png"))
     ]
     for path, folder in (
         (history_plot_file(model, root), "plots/history"),
@@ -512,6 +574,7 @@ def _reused(client: MlflowClient, inputs: _ModelInputs, version: ModelVersion) -
         champion_version=None if champion in (None, "none") else champion,
         champion_score=_optional_float(tags.get("gate.champion_score")),
         metrics=scalar_metrics(inputs.metrics),
+        judge=tags.get("gate.judge", ""),
     )
 
 
@@ -521,13 +584,19 @@ def _run_gate(
     inputs: _ModelInputs,
     settings: GateSettings,
     score_champion,
+    challenger_metrics: dict[str, Any] | None = None,
 ) -> RegisteredModel:
-    """Run the promotion gate on a new version and copy its decision into the entry."""
+    """Run the promotion gate on a new version and copy its decision into the entry.
+
+    `challenger_metrics` replaces the evaluate step's metrics when the gate scored the
+    challenger itself (a GAN judged by the champion CNN).
+    """
+    metrics = inputs.metrics if challenger_metrics is None else challenger_metrics
     decision: GateDecision = gate(
         client,
         entry.registered_name,
         entry.version,
-        inputs.metrics,
+        metrics,
         metric=entry.headline_metric,
         thresholds=settings.thresholds[inputs.model],
         tolerance=settings.tolerance,
@@ -539,7 +608,43 @@ def _run_gate(
     entry.champion_version = decision.champion_version
     entry.champion_score = decision.champion_score
     entry.champion_metrics = scalar_metrics(champion_metrics)
+    entry.metrics = scalar_metrics(metrics)
+    entry.headline_value = float(metrics[entry.headline_metric])
     return entry
+
+
+def _judged_gan(
+    client: MlflowClient,
+    root: Path,
+    entry: RegisteredModel,
+    inputs: _ModelInputs,
+    meta: dict[str, Any],
+    params: dict[str, Any],
+) -> tuple[GanJudge, dict[str, Any]]:
+    """The gate's judge for a new GAN version and the challenger's metrics under it.
+
+    When the judge is not this run's CNN the challenger is re-scored (metrics logged to its run
+    as gate_*); the judge is recorded as the version tag `gate.judge` either way.
+    """
+    import keras
+    from mlflow.entities import Metric
+
+    judge = gan_judge(client, root, str(meta["name"]))
+    client.set_model_version_tag(entry.registered_name, entry.version, "gate.judge", judge.label)
+    entry.judge = judge.label
+    if judge.is_run_cnn:
+        return judge, inputs.metrics
+    generator = keras.models.load_model(inputs.keras_file, safe_mode=True)
+    metrics = _score(root, inputs.model, generator, meta, params, judge)
+    now = int(time.time() * 1000)
+    client.log_batch(
+        entry.run_id,
+        metrics=[
+            Metric(_metric_name(f"gate_{key}"), value, now, 0)
+            for key, value in scalar_metrics(metrics).items()
+        ],
+    )
+    return judge, metrics
 
 
 def register_models(
@@ -581,13 +686,18 @@ def register_models(
     client = MlflowClient()
     dataset = str(meta["name"])
     results: dict[str, RegisteredModel] = {}
-    pending: list[_ModelInputs] = []
+    # (inputs, None) is a new version; (inputs, entry) a registered version the gate never
+    # decided on (a crash between registration and gate): it is gated now, not registered again.
+    pending: list[tuple[_ModelInputs, RegisteredModel | None]] = []
     for inputs in all_inputs:
         latest = _latest_version(client, f"{dataset}-{inputs.model}")
         if latest is not None and latest.tags.get("model_md5") == inputs.model_md5:
-            results[inputs.model] = _reused(client, inputs, latest)
+            if "gate.decision" in latest.tags:
+                results[inputs.model] = _reused(client, inputs, latest)
+            else:
+                pending.append((inputs, _reused(client, inputs, latest)))
         else:
-            pending.append(inputs)
+            pending.append((inputs, None))
 
     parent_run_id = None
     if pending:
@@ -604,23 +714,31 @@ def register_models(
                 {_metric_name(k): v for k, v in _numeric_leaves("validation", validation).items()}
             )
             mlflow.log_artifact(str(root / VALIDATION_METRICS), "validation")
-            for inputs in pending:
+            for inputs, entry in pending:
                 name = f"{dataset}-{inputs.model}"
-                entry = _register_one(
-                    client,
-                    inputs,
-                    registered_name=name,
-                    params=params,
-                    meta=meta,
-                    lineage={
-                        **lineage,
-                        "pipeline_run": pipeline_run,
-                        "validation": validation_summary(validation),
-                    },
-                    root=root,
+                if entry is None:
+                    entry = _register_one(
+                        client,
+                        inputs,
+                        registered_name=name,
+                        params=params,
+                        meta=meta,
+                        lineage={
+                            **lineage,
+                            "pipeline_run": pipeline_run,
+                            "validation": validation_summary(validation),
+                        },
+                        root=root,
+                    )
+                judge, challenger_metrics = None, None
+                if inputs.model not in CLASSIFIERS:
+                    judge, challenger_metrics = _judged_gan(
+                        client, root, entry, inputs, meta, params
+                    )
+                scorer = _champion_scorer(root, inputs.model, name, meta, params, judge)
+                results[inputs.model] = _run_gate(
+                    client, entry, inputs, settings, scorer, challenger_metrics
                 )
-                scorer = _champion_scorer(root, inputs.model, name, meta, params)
-                results[inputs.model] = _run_gate(client, entry, inputs, settings, scorer)
             entries = [results[inputs.model] for inputs in all_inputs]
             _write_run_report(root, entries, validation, data_md5, lineage["git_commit"])
             from tasks.run_report import log_to_mlflow

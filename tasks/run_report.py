@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.paths import PLOTS_DIR, REPORTS_DIR
+from tasks.validation_table import VALIDATION_TABLE_HEADER, validation_rows
 
 REPORT_MARKDOWN = REPORTS_DIR / "run_report.md"
 REPORT_HTML = REPORTS_DIR / "run_report.html"
@@ -55,14 +56,8 @@ def _difference(challenger: Any, champion: Any) -> str:
 
 
 def _validation_items(validation: dict[str, Any]) -> list[str]:
+    """Verdict, warnings and the class-weight decision (the per-check table follows)."""
     items = [f"result: {'passed' if validation.get('success') else 'FAILED'}"]
-    for check in validation.get("checks") or []:
-        if isinstance(check, dict):
-            mark = "ok" if check.get("success") else "FAILED"
-            items.append(
-                f"{check.get('name')}: {mark} (observed {check.get('observed')!r}, "
-                f"expected {check.get('expected', '-')})"
-            )
     for warning in validation.get("warnings") or []:
         text = warning.get("message", warning) if isinstance(warning, dict) else warning
         items.append(f"warning: {text}")
@@ -99,6 +94,8 @@ def build_report(
     )
     report.add("h2", "Data validation")
     report.add("ul", _validation_items(validation))
+    if validation.get("checks"):
+        report.add("table", (VALIDATION_TABLE_HEADER, validation_rows(validation["checks"])))
 
     report.add("h2", "Gate decisions")
     rows = []
@@ -138,6 +135,8 @@ def build_report(
         model = entry["model"]
         champion = entry.get("champion_version")
         report.add("h2", f"{model}: {entry['registered_name']} v{entry['version']}")
+        if entry.get("judge"):
+            report.add("p", f"Both generators judged by {entry['judge']}.")
         metrics = entry.get("metrics") or {}
         champion_metrics = entry.get("champion_metrics") or {}
         names = [name for name in COMPARED_METRICS.get(model, ()) if name in metrics]

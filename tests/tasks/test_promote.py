@@ -215,6 +215,101 @@ def test_champion_that_cannot_be_rescored_keeps_its_alias(store) -> None:
     assert current_champion(client, NAME) == "2"
 
 
+def save_exact_generator(path: Path, noise_weight: float = 0.0) -> None:
+    """Generator that draws class k as pixel k bright (tanh +1) on a dark (-1) background: every
+    sample is recognisable to an exact classifier and mostly misread by a weak one."""
+    import keras
+
+    size = int(np.prod(IMAGE_SHAPE))
+    noise = keras.Input((4,), name="noise", dtype="float32")
+    label = keras.Input((1,), name="label", dtype="int32")
+    table = np.full((len(CLASSES), size), -1.0, np.float32)
+    table[np.arange(len(CLASSES)), np.arange(len(CLASSES))] = 1.0
+    drawn = keras.layers.Flatten()(
+        keras.layers.Embedding(len(CLASSES), size, weights=[table], name="draw")(label)
+    )
+    # The noise input must reach the output; with weight 0 it changes nothing.
+    ignored = keras.layers.Dense(size, kernel_initializer="zeros", use_bias=False)(noise)
+    ignored = keras.layers.Rescaling(noise_weight)(ignored)
+    image = keras.layers.Reshape(IMAGE_SHAPE)(keras.layers.Add()([drawn, ignored]))
+    keras.Model([noise, label], image).save(path)
+
+
+def train_gan(root: Path, noise_weight: float = 0.0) -> dict:
+    """Replace the run's generator and score it with the run's CNN, as evaluate@gan would."""
+    import keras
+
+    from tasks.evaluate import score_generator
+    from tasks.prepare import load_splits
+
+    directory = model_dir("gan", root)
+    save_exact_generator(directory / "generator.keras", noise_weight)
+    splits = load_splits(root / "artifacts/prepared/splits.npz")
+    metrics = score_generator(
+        keras.models.load_model(directory / "generator.keras", safe_mode=True),
+        keras.models.load_model(model_dir("cnn", root) / "model.keras", safe_mode=True),
+        splits.x["train"],
+        splits.x["test"],
+        CLASSES,
+        PARAMS["evaluate"],
+        PARAMS["seed"],
+    )
+    _write_json(root / "metrics/gan.json", metrics)
+    return metrics
+
+
+def test_gan_is_judged_by_the_champion_cnn_not_a_weak_new_one(store) -> None:
+    """A weak new CNN must not decide the GAN's fate: both generators are scored by the champion
+    CNN, so an unchanged-quality GAN stays promotable while the weak CNN is rejected."""
+    root, client = store
+    train_cnn(root, correct=10)
+    assert train_gan(root)["recognisable_share"] == pytest.approx(1.0)
+    cnn, gan = register_models(root, PARAMS, models=["cnn", "gan"])
+    assert (cnn.decision, gan.decision) == ("promoted", "promoted")
+    # This run's CNN went through its gate first and is now the champion: it judges.
+    assert gan.judge == f"{DATASET}-cnn v1 (champion, this run's CNN)"
+
+    train_cnn(root, correct=1)  # 10 %: fails the CNN threshold, and misreads 9 of 10 classes
+    run_judged = train_gan(root, noise_weight=1e-6)  # a new generator file, same drawings
+    assert run_judged["recognisable_share"] == pytest.approx(0.1)
+    cnn, gan = register_models(root, PARAMS, models=["cnn", "gan"])
+    assert (cnn.version, cnn.decision) == ("2", "rejected")
+    assert (gan.version, gan.decision, gan.champion_version) == ("2", "promoted", "1")
+    assert gan.judge == f"{DATASET}-cnn v1 (champion)"
+    assert gan.headline_value == pytest.approx(1.0)
+    assert gan.champion_score == pytest.approx(1.0)
+    tags = client.get_model_version(f"{DATASET}-gan", "2").tags
+    assert tags["gate.judge"] == f"{DATASET}-cnn v1 (champion)"
+    assert float(tags["gate.challenger_score"]) == pytest.approx(1.0)
+    # The evaluate step's own score (by the run's CNN) stays on record next to the gate's.
+    logged = client.get_run(gan.run_id).data.metrics
+    assert logged["recognisable_share"] == pytest.approx(0.1)
+    assert logged["gate_recognisable_share"] == pytest.approx(1.0)
+    assert f"judged by {DATASET}-cnn v1 (champion)" in (root / REPORT_MARKDOWN).read_text()
+
+
+def test_version_registered_before_a_crash_is_gated_on_the_next_run(store, monkeypatch) -> None:
+    import tasks.register
+
+    root, client = store
+    train_cnn(root, correct=10)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed between registration and gate")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tasks.register, "_run_gate", crash)
+        with pytest.raises(KeyboardInterrupt):
+            register_cnn(root)
+    assert current_champion(client, NAME) is None
+    assert "gate.decision" not in client.get_model_version(NAME, "1").tags
+
+    entry = register_cnn(root)  # same model file: no new version, but the gate now runs
+    assert (entry.version, entry.decision) == ("1", "promoted")
+    assert len(client.search_model_versions(f"name = '{NAME}'")) == 1
+    assert current_champion(client, NAME) == "1"
+
+
 def test_concurrent_promotions_never_leave_champion_on_the_loser(tmp_path: Path) -> None:
     """Two runs finish at once; scoring is slow so both read "no champion" before either sets
     it. Whatever the interleaving, the better version must end as champion."""
@@ -259,6 +354,77 @@ def test_concurrent_promotions_never_leave_champion_on_the_loser(tmp_path: Path)
         loser = client.get_model_version(name, "2").tags
         # Either it was compared with the winner and rejected, or it was promoted first and
         # then beaten: it never stays champion.
+        assert loser["gate.decision"] == "rejected" or (
+            client.get_model_version(name, "1").tags["gate.champion_version"] == "2"
+        )
+
+
+RACE_SCRIPT = """
+import sys, time
+from pathlib import Path
+from mlflow import MlflowClient
+from tasks.promote import gate
+
+uri, name, version, delay, barrier = sys.argv[1:]
+scores = {"1": 0.95, "2": 0.90}
+client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+def slow_score(champion):
+    time.sleep(0.3)
+    return {"acc": scores[champion]}
+
+Path(barrier, version).touch()
+while len(list(Path(barrier).iterdir())) < 2:  # both processes ready: start together
+    time.sleep(0.01)
+time.sleep(float(delay))
+gate(client, name, version, {"acc": scores[version]}, metric="acc",
+     thresholds={"acc": {"min": 0.5}}, tolerance=0.01, score_champion=slow_score)
+"""
+
+
+def test_concurrent_promotions_in_separate_processes(tmp_path: Path) -> None:
+    """As two pipeline runs would: two OS processes gate versions of one model at once against
+    one sqlite store. The file lock and compare-and-set must leave the better version champion."""
+    import os
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    repo = Path(__file__).resolve().parents[2]
+    env = os.environ | {"PYTHONPATH": str(repo)}
+    for round_number, delays in enumerate(({"1": 0, "2": 0}, {"1": 0.15, "2": 0})):
+        name = f"process-race-{round_number}"
+        client.create_registered_model(name)
+        for _ in range(2):
+            client.create_model_version(name, source=str(tmp_path), run_id=None)
+        barrier = tmp_path / f"barrier-{round_number}"
+        barrier.mkdir()
+        processes = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    RACE_SCRIPT,
+                    uri,
+                    name,
+                    version,
+                    str(delays[version]),
+                    str(barrier),
+                ],
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for version in ("2", "1")
+        ]
+        for process in processes:
+            _, errors = process.communicate(timeout=120)
+            assert process.returncode == 0, errors
+        assert current_champion(client, name) == "1", f"round {round_number}"
+        loser = client.get_model_version(name, "2").tags
         assert loser["gate.decision"] == "rejected" or (
             client.get_model_version(name, "1").tags["gate.champion_version"] == "2"
         )

@@ -194,6 +194,8 @@ def build_root(root: Path, keras_files: Path) -> Path:
         (root / "plots/history" / f"{model}.csv").write_text("epoch,loss\n0,1.0\n")
     (root / "plots/images/gan").mkdir(parents=True)
     (root / "plots/images/gan/samples.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (model_dir("gan", root) / "samples").mkdir()
+    (model_dir("gan", root) / "samples/epoch_005.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     return root
 
 
@@ -313,6 +315,8 @@ def test_nested_run_logs_params_metrics_history_and_artifacts(registered) -> Non
     assert {"class_weights.json", "plots", "record"} <= cnn_files
     gan_plots = client.list_artifacts(runs["gan"].info.run_id, "plots/images")
     assert [item.path for item in gan_plots] == ["plots/images/samples.png"]
+    grids = client.list_artifacts(runs["gan"].info.run_id, "plots/training_samples")
+    assert [item.path for item in grids] == ["plots/training_samples/epoch_005.png"]
     gan_files = {item.path for item in client.list_artifacts(runs["gan"].info.run_id)}
     assert "discriminator" in gan_files
 
@@ -415,6 +419,7 @@ def test_report_and_table(tmp_path: Path) -> None:
             reason="worse",
             champion_version="3",
             champion_score=0.9,
+            judge="digits-cnn v4 (champion)",
         ),
     ]
     path = tmp_path / "reports" / "registry.json"
@@ -433,6 +438,7 @@ def test_report_and_table(tmp_path: Path) -> None:
         "champion_score": 0.9,
         "metrics": {},
         "champion_metrics": {},
+        "judge": "digits-cnn v4 (champion)",
     }
     assert [item.name for item in path.parent.iterdir()] == ["registry.json"]
     lines = format_table(entries).splitlines()
