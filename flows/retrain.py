@@ -7,6 +7,7 @@ afterwards is a no-op, and a second run with nothing changed trains nothing.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -20,10 +21,11 @@ from tasks.ingest import ensure_dataset, version_data
 from tasks.landing import merge_landing
 from tasks.lineage import data_version
 from tasks.notify import run_payload, send_webhook
-from tasks.paths import DATA_DIR, MODEL_NAMES
+from tasks.paths import DATA_DIR, MODEL_NAMES, VALIDATION_METRICS
 from tasks.report import RunSummary, read_run_summary, summary_markdown
 from tasks.run_report import read_markdown
 from tasks.stages import StageRun, pipeline_up_to_date, run_stage
+from tasks.validate import validation_markdown
 
 TRAINING_TIMEOUT_SECONDS = int(os.environ.get("IMGFLOW_TRAINING_TIMEOUT", "3600"))
 
@@ -44,6 +46,20 @@ def landing_task(landing_dir: str, repo: str) -> int:
 @task(name="dispatch-training", task_run_name="train@{model} on worker")
 def dispatch_task(model: str, version: str, repo: str) -> StageRun:
     return dispatch_training(model, version, repo, TRAINING_TIMEOUT_SECONDS)
+
+
+@task(name="validation-report")
+def validation_report_task(repo: str) -> bool:
+    """Publish the data validation table as a Prefect artifact, passed or failed (a failed
+    validation stops the run before the run report exists, so this is where a reviewer sees why)."""
+    path = Path(repo) / VALIDATION_METRICS
+    if not path.is_file():
+        return False
+    report = json.loads(path.read_text())
+    create_markdown_artifact(
+        validation_markdown(report), key="data-validation", description="imgflow data validation"
+    )
+    return bool(report.get("success"))
 
 
 @task(name="dvc-status")
@@ -103,7 +119,10 @@ def retrain(
         summary = read_run_summary(Path(repo), [], ingested)
         create_markdown_artifact(summary_markdown(summary), key="retrain-summary")
         return summary
-    stage_runs = [stage_task("prepare", repo), stage_task("validate", repo)]
+    stage_runs = [stage_task("prepare", repo)]
+    validation = stage_task("validate", repo, return_state=True)
+    validation_report_task(repo)
+    stage_runs.append(validation.result())  # raises when validation stopped the run
     if training_mode == "worker":
         version = data_version(Path(repo))
         trainings = {model: dispatch_task.submit(model, version, repo) for model in MODEL_NAMES}

@@ -38,6 +38,7 @@ import numpy as np
 from tasks.params import ParamsError, load_params, section
 from tasks.paths import DATA_DOCS_DIR, PARAMS_FILE, PREPARED_META_FILE, VALIDATION_METRICS
 from tasks.profile import EXCLUDED, PROFILE_FILE, hamming, read_profile
+from tasks.validation_table import VALIDATION_TABLE_HEADER, validation_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -899,7 +900,7 @@ def write_report(report: ValidationReport, path: Path | str = VALIDATION_METRICS
 
 
 def validation_markdown(report: ValidationReport | Mapping[str, Any]) -> str:
-    """Markdown summary for a Prefect artifact: verdict, every check, offending files."""
+    """Markdown summary: verdict, class weights, every check, offending files."""
     data = report.to_dict() if isinstance(report, ValidationReport) else dict(report)
     checks = data.get("checks", [])
     verdict = "passed" if data.get("success") else "FAILED: training will not run"
@@ -910,24 +911,12 @@ def validation_markdown(report: ValidationReport | Mapping[str, Any]) -> str:
             f"Class imbalance in the warning band: training applies class weights ({weights}).",
             "",
         ]
-    lines += ["| check | severity | status | observed | threshold |", "|---|---|---|---|---|"]
-    for check in checks:
-        status = (
-            "ok"
-            if check.get("success")
-            else ("FAILED" if check.get("severity") == ERROR else "warning")
-        )
-        observed = json.dumps(check.get("observed"), sort_keys=True)
-        if len(observed) > 120:
-            observed = observed[:117] + "..."
-        cells = [
-            check.get("name"),
-            check.get("severity", ERROR),
-            status,
-            observed,
-            check.get("expected"),
-        ]
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    lines += [
+        "| " + " | ".join(VALIDATION_TABLE_HEADER) + " |",
+        "|" + "---|" * len(VALIDATION_TABLE_HEADER),
+    ]
+    for row in validation_rows(checks):
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
     for check in checks:
         if check.get("success") or not check.get("offending"):
             continue

@@ -52,3 +52,30 @@ def test_retrain_flow_registers_three_models_and_a_rerun_trains_nothing(
     assert again.stages_run == []
     assert all(entry["reused"] or entry["version"] == "1" for entry in again.models)
     assert registered_versions(os.environ["MLFLOW_TRACKING_URI"])["digits-cnn"] == ["1"]
+
+
+def test_failed_validation_stops_before_training_and_publishes_why(
+    repo_copy: Path, prefect_harness: None
+) -> None:
+    import yaml
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.retrain import retrain
+
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["validate"]["min_images_per_class"] = 10_000  # digits has ~140 per class
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.raises(Exception, match="validate"):
+        retrain(repo=str(repo_copy))
+    assert not (repo_copy / "artifacts/models").exists()  # nothing trained
+    assert registered_versions(os.environ["MLFLOW_TRACKING_URI"]) == {}
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["data-validation"]))
+        )
+    assert artifacts, "the validation table was not published"
+    latest = max(artifacts, key=lambda artifact: artifact.created)
+    assert "# Data validation FAILED" in latest.data
+    assert "| min_images_per_class | error | FAILED |" in latest.data
