@@ -48,8 +48,19 @@ _CLASSIFIER_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
 _COMMON_KEYS: dict[str, type | tuple[type, ...]] = {"epochs": int, "batch_size": int}
 # Optional keys: checked when present (the builders' defaults apply otherwise).
 _OPTIONAL_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "cnn": {"augment": bool, "early_stopping_patience": int, "jit_compile": bool},
-    "rnn": {"bidirectional": bool, "early_stopping_patience": int, "jit_compile": bool},
+    "cnn": {
+        "augment": bool,
+        "early_stopping_patience": int,
+        "jit_compile": bool,
+        "steps_per_execution": int,
+    },
+    "rnn": {
+        "bidirectional": bool,
+        "unroll": bool,
+        "early_stopping_patience": int,
+        "jit_compile": bool,
+        "steps_per_execution": int,
+    },
     "gan": {
         "beta_1": (int, float),
         "base_filters": int,
@@ -216,8 +227,13 @@ def build_model(
     image_shape: Sequence[int],
     classes: int,
     seed: int | None = None,
+    gpu_count: int = 0,
 ):
-    """The Keras model for this stage, built from its params section."""
+    """The Keras model for this stage, built from its params section.
+
+    `train.rnn.unroll` applies on CPU only: on a GPU the fused cuDNN LSTM kernel, which needs
+    the time loop, is faster.
+    """
     from models import build_cnn, build_discriminator, build_generator, build_rnn
     from models.gan import ConditionalGAN
 
@@ -239,6 +255,7 @@ def build_model(
             lstm_units=params["lstm_units"],
             dropout=params["dropout"],
             bidirectional=bool(params.get("bidirectional", False)),
+            unroll=bool(params.get("unroll", False)) and gpu_count == 0,
         )
     base_filters = int(params.get("base_filters", 64))
     return ConditionalGAN(
@@ -269,6 +286,8 @@ def compile_model(model: str, network: Any, params: dict[str, Any], steps_per_ep
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
             jit_compile=bool(params.get("jit_compile", False)),
+            # Batches per call into the compiled graph: fewer Python round trips per epoch.
+            steps_per_execution=int(params.get("steps_per_execution", 1)),
         )
         return
     beta_1 = float(params.get("beta_1", 0.5))
@@ -479,7 +498,14 @@ def train(model: str, root: Path, params: dict[str, Any]) -> TrainResult:
     class_weights = None
 
     with strategy.scope():
-        network = build_model(model, model_params, meta["image_shape"], classes, seed=seed)
+        network = build_model(
+            model,
+            model_params,
+            meta["image_shape"],
+            classes,
+            seed=seed,
+            gpu_count=len(tf.config.list_physical_devices("GPU")),
+        )
         compile_model(model, network, model_params, math.ceil(train_images / batch_size))
 
     started = time.perf_counter()

@@ -95,3 +95,26 @@ def test_rnn_saves_and_loads_without_custom_objects(tmp_path):
     loaded = keras.models.load_model(path, safe_mode=True)
     images = random_images(3, (8, 8, 1))
     np.testing.assert_allclose(infer(loaded, images), infer(model, images), rtol=1e-6)
+
+
+def test_unrolled_rnn_is_the_same_model():
+    """`unroll` changes how the time loop runs, not the model: same weights, same outputs."""
+    looped = build_rnn((8, 8, 1), 10, lstm_units=(6, 5), bidirectional=True)
+    unrolled = build_rnn((8, 8, 1), 10, lstm_units=(6, 5), bidirectional=True, unroll=True)
+    unrolled.set_weights(looped.get_weights())
+    images = np.random.default_rng(0).integers(0, 256, size=(4, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(unrolled(images), looped(images), rtol=1e-5, atol=1e-6)
+    assert all(layer.unroll for layer in _lstm_layers(unrolled))
+    reference = build_reference_rnn((8, 8, 1), 10, unroll=True)
+    assert len(_lstm_layers(reference)) == 3 and all(
+        lstm.unroll for lstm in _lstm_layers(reference)
+    )
+
+
+def _lstm_layers(model: keras.Model) -> list:
+    found = []
+    for layer in model.layers:
+        inner = getattr(layer, "forward_layer", None)
+        found += [inner] if inner is not None else []
+        found += [layer] if isinstance(layer, keras.layers.LSTM) else []
+    return found

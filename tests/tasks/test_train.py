@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.params import ParamsError
-from tasks.train import check_image_shape, check_train_params
+from tasks.train import build_model, check_image_shape, check_train_params
 
 CNN = {
     "epochs": 2,
@@ -201,3 +201,12 @@ def test_mixed_precision_models_build_and_train_one_step_under_mirrored_strategy
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert all(np.isfinite(values[0]) for values in history.values())
+
+
+def test_rnn_unrolls_on_cpu_only() -> None:
+    """train.rnn.unroll speeds up CPU training; on a GPU the looped cuDNN kernel is faster."""
+    params = {**CNN, "lstm_units": [4], "unroll": True}
+    on_cpu = build_model("rnn", params, (8, 8, 1), 10, gpu_count=0)
+    on_gpu = build_model("rnn", params, (8, 8, 1), 10, gpu_count=1)
+    assert on_cpu.get_layer("lstm1").unroll is True
+    assert on_gpu.get_layer("lstm1").unroll is False
