@@ -21,6 +21,7 @@ from tasks.validation_table import VALIDATION_TABLE_HEADER, validation_rows
 REPORT_MARKDOWN = REPORTS_DIR / "run_report.md"
 REPORT_HTML = REPORTS_DIR / "run_report.html"
 LOWER_IS_BETTER = {"test_loss", "expected_calibration_error", "frechet_distance"}
+REFERENCE_METRICS = {"frechet_floor"}  # a property of the data (train vs test), not the model
 COMPARED_METRICS: dict[str, tuple[str, ...]] = {
     "cnn": ("test_accuracy", "macro_f1", "test_loss", "expected_calibration_error"),
     "rnn": ("test_accuracy", "macro_f1", "test_loss", "expected_calibration_error"),
@@ -65,6 +66,12 @@ def _validation_items(validation: dict[str, Any]) -> list[str]:
         applied = "applied" if validation.get("apply_class_weights") else "not applied"
         items.append(f"class weights: {applied}")
     return items
+
+
+def _direction(metric: str) -> str:
+    if metric in REFERENCE_METRICS:
+        return "reference"
+    return "lower" if metric in LOWER_IS_BETTER else "higher"
 
 
 def build_report(
@@ -151,7 +158,7 @@ def build_report(
                         _number(metrics.get(name), name),
                         _number(champion_metrics.get(name), name),
                         _difference(metrics.get(name), champion_metrics.get(name)),
-                        "lower" if name in LOWER_IS_BETTER else "higher",
+                        _direction(name),
                     ]
                     for name in names
                 ],

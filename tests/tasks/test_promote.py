@@ -285,7 +285,10 @@ def test_gan_is_judged_by_the_champion_cnn_not_a_weak_new_one(store) -> None:
     logged = client.get_run(gan.run_id).data.metrics
     assert logged["recognisable_share"] == pytest.approx(0.1)
     assert logged["gate_recognisable_share"] == pytest.approx(1.0)
-    assert f"judged by {DATASET}-cnn v1 (champion)" in (root / REPORT_MARKDOWN).read_text()
+    report = (root / REPORT_MARKDOWN).read_text()
+    assert f"judged by {DATASET}-cnn v1 (champion)" in report
+    floor = next(line for line in report.splitlines() if line.startswith("| frechet_floor |"))
+    assert floor.endswith("| reference |")  # the data's floor is neither better nor worse
 
 
 def test_version_registered_before_a_crash_is_gated_on_the_next_run(store, monkeypatch) -> None:
