@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -92,6 +93,7 @@ class TurnTaker:
         bare = load_bare(MNIST_DIR)
         self.timer = epoch_timer()
         self.epoch = 0
+        self.scratch: Path | None = None  # the pipeline's checkpoint folder, removed at the end
         if side == "bare":
             self.network = bare[model]()
             x = bare["xtr"][..., None] if model == "cnn" else bare["xtr"]
@@ -130,7 +132,7 @@ class TurnTaker:
         compile_model(model, self.network, params, -(-len(images) // BATCH_SIZE))
         data = make_dataset(images, bare["ytr"], BATCH_SIZE, shuffle_seed=42)
         self.fit_kwargs = {"x": data, "shuffle": False}
-        checkpoints = Path(tempfile.mkdtemp(prefix="bench-train-"))
+        checkpoints = self.scratch = Path(tempfile.mkdtemp(prefix="bench-train-"))
         self.callbacks = [
             _training_record_callback(checkpoints, None),
             _backup_callback(checkpoints / "backup"),
@@ -156,8 +158,12 @@ def worker(side: str, model: str, epochs: int, jit: bool | None) -> None:
     """Serve the turn-taking protocol: "ready", then one epoch per "go" line."""
     trainer = TurnTaker(side, model, epochs, jit)
     print(REPLY, json.dumps({"ready": True, "images": trainer.images}), flush=True)
-    for _ in sys.stdin:
-        print(REPLY, json.dumps({"seconds": trainer.run_epoch()}), flush=True)
+    try:
+        for _ in sys.stdin:
+            print(REPLY, json.dumps({"seconds": trainer.run_epoch()}), flush=True)
+    finally:
+        if trainer.scratch is not None:
+            shutil.rmtree(trainer.scratch, ignore_errors=True)
 
 
 def start_worker(side: str, model: str, epochs: int, jit: bool | None) -> subprocess.Popen:

@@ -181,7 +181,7 @@ def test_mixed_precision_models_build_and_train_one_step_under_mirrored_strategy
     import keras
     import numpy as np
 
-    from tasks.train import build_model, compile_model, distribution_strategy, make_dataset
+    from tasks.train import compile_model, distribution_strategy, make_dataset
 
     params = {
         "cnn": CNN | {"augment": True},
