@@ -56,7 +56,7 @@ def main() -> int:
 
     from flows.deploy import apply_deployments
     from flows.serve import local_stack
-    from flows.settings import OpsSettings
+    from tasks.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="imgflow-orch-") as temporary:
         root = Path(temporary)
@@ -66,8 +66,8 @@ def main() -> int:
             local_stack(root / "prefect-home", log_dir=root / "logs") as stack,
             temporary_settings({PREFECT_API_URL: stack.api_url}),
         ):
-            settings = OpsSettings(
-                "0 2 * * *", None, None, "in-process", "gpu", "cpu", 1800, str(in_process)
+            settings = Settings.from_environment(
+                in_process, environment={"IMGFLOW_TRAINING_TIMEOUT": "1800"}
             )
             apply_deployments(settings)
             stack.start_worker("cpu", 1, root / "logs" / "worker-cpu.log")

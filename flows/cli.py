@@ -58,7 +58,9 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    from tasks.settings import Settings
+
+    uri = Settings.from_environment().tracking_uri
     print(f"MLflow UI: http://127.0.0.1:{args.port} (store {uri}); Ctrl-C stops it")
     command = [
         sys.executable,

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from prefect import flow
 
-from flows.settings import OpsSettings
+from tasks.settings import Settings
 
 RETRAIN_DEPLOYMENT = "retrain/retrain"
 TRAIN_MODEL_DEPLOYMENT = "train-model/train-model"
@@ -36,7 +36,7 @@ def ensure_work_pool(name: str, concurrency_limit: int | None = None) -> None:
             )
 
 
-def apply_deployments(settings: OpsSettings, source_is_local: bool = True) -> dict[str, UUID]:
+def apply_deployments(settings: Settings, source_is_local: bool = True) -> dict[str, UUID]:
     """Create or update both deployments from the flows' code at settings.source."""
     ensure_work_pool(settings.cpu_pool)
     ensure_work_pool(settings.gpu_pool)
@@ -73,7 +73,7 @@ def apply_deployments(settings: OpsSettings, source_is_local: bool = True) -> di
 
 
 def main() -> int:
-    settings = OpsSettings.from_environment(Path("."))
+    settings = Settings.from_environment(Path("."))
     for name, deployment_id in apply_deployments(settings).items():
         print(f"deployment {name}: {deployment_id}")
     print(f"retrain schedule: '{settings.retrain_cron}' (UTC) on pool '{settings.cpu_pool}'")

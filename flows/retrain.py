@@ -8,7 +8,6 @@ afterwards is a no-op, and a second run with nothing changed trains nothing.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -16,7 +15,6 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.dispatch import dispatch_training
-from flows.settings import OpsSettings
 from tasks.ingest import ensure_dataset, version_data
 from tasks.landing import merge_landing
 from tasks.lineage import data_version
@@ -24,10 +22,11 @@ from tasks.notify import run_payload, send_webhook
 from tasks.paths import DATA_DIR, MODEL_NAMES, VALIDATION_METRICS
 from tasks.report import RunSummary, read_run_summary, summary_markdown
 from tasks.run_report import read_markdown
+from tasks.settings import Settings
 from tasks.stages import StageRun, pipeline_up_to_date, run_stage
 from tasks.validate import validation_markdown
 
-TRAINING_TIMEOUT_SECONDS = int(os.environ.get("IMGFLOW_TRAINING_TIMEOUT", "3600"))
+TRAINING_TIMEOUT_SECONDS = Settings.from_environment().training_timeout_seconds
 
 
 @task(name="ingest")
@@ -85,7 +84,7 @@ train_task = stage_task.with_options(
 
 def _notify(flow, flow_run, state) -> None:
     """Flow hook: POST the run's outcome to the configured webhook, if any."""
-    url = flow_run.parameters.get("webhook_url") or OpsSettings.from_environment().webhook_url
+    url = flow_run.parameters.get("webhook_url") or Settings.from_environment().webhook_url
     if url:
         send_webhook(url, run_payload(flow.name, flow_run.name, state.name, state.message or ""))
 

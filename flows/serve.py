@@ -125,15 +125,13 @@ def local_stack(
 
 
 def main() -> int:
-    from flows.settings import OpsSettings
+    from tasks.settings import Settings
 
-    settings = OpsSettings.from_environment(Path("."))
+    settings = Settings.from_environment(Path("."))
     # `kill`/systemd stop the supervisor with SIGTERM: unwind so the server and workers stop too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect"))
-    port = int(os.environ.get("IMGFLOW_PREFECT_PORT", "4200"))
-    slots = int(os.environ.get("IMGFLOW_GPU_SLOTS", "1"))
-    with local_stack(home, port, log_dir=Path("logs")) as stack:
+    slots = settings.gpu_slots
+    with local_stack(settings.prefect_home, settings.prefect_port, log_dir=Path("logs")) as stack:
         subprocess.run([sys.executable, "-m", "flows.deploy"], env=stack.environment, check=True)
         stack.start_worker(settings.cpu_pool, 1, Path("logs/worker-cpu.log"))
         stack.start_worker(settings.gpu_pool, slots, Path("logs/worker-gpu.log"))

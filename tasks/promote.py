@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import getpass
 import hashlib
 import json
 import math
-import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from tasks.settings import Settings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -317,7 +317,7 @@ def rollback(
         client.get_registered_model(name)
     except MlflowException as error:
         raise PromotionError(f"no registered model named {name!r}") from error
-    by = user or os.environ.get("IMGFLOW_USER") or getpass.getuser()
+    by = user or Settings.from_environment().user
     with promotion_lock(name, _tracking_uri(client)):
         current = current_champion(client, name)
         history = champion_history(client, name)

@@ -62,7 +62,7 @@ def test_retrain_deployment_dispatches_trainings_to_gpu_workers(
 
     from flows.deploy import RETRAIN_DEPLOYMENT, apply_deployments
     from flows.serve import local_stack
-    from flows.settings import OpsSettings
+    from tasks.settings import Settings
 
     logs = tmp_path / "logs"
     with (
@@ -70,15 +70,13 @@ def test_retrain_deployment_dispatches_trainings_to_gpu_workers(
         local_stack(tmp_path / "prefect-home", log_dir=logs) as stack,
         temporary_settings({PREFECT_API_URL: stack.api_url}),
     ):
-        settings = OpsSettings(
-            retrain_cron="0 2 * * *",
-            landing_dir=None,
-            webhook_url=webhook_url,
-            training_mode="worker",
-            gpu_pool="gpu",
-            cpu_pool="cpu",
-            training_timeout_seconds=900,
-            source=str(repo_copy),
+        settings = Settings.from_environment(
+            repo_copy,
+            environment={
+                "IMGFLOW_WEBHOOK_URL": webhook_url,
+                "IMGFLOW_TRAINING_MODE": "worker",
+                "IMGFLOW_TRAINING_TIMEOUT": "900",
+            },
         )
         apply_deployments(settings)
         with get_client(sync_client=True) as client:
