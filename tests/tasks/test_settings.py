@@ -1,0 +1,67 @@
+"""The settings object: defaults for the embedded setup, every variable read, bad values named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks.settings import DEFAULT_TRACKING_URI, Settings, SettingsError
+
+
+def test_defaults_are_the_embedded_setup(tmp_path: Path) -> None:
+    settings = Settings.from_environment(tmp_path, environment={"USER": "x"})
+    assert settings.tracking_uri == DEFAULT_TRACKING_URI == "sqlite:///mlflow.db"
+    assert settings.training_mode == "in-process"
+    assert (settings.gpu_pool, settings.cpu_pool, settings.gpu_slots) == ("gpu", "cpu", 1)
+    assert settings.training_timeout_seconds == 3600
+    assert settings.landing_dir is None and settings.webhook_url is None
+    assert settings.source == str(tmp_path.resolve())
+    assert settings.prefect_port == 4200
+
+
+def test_every_variable_is_read(tmp_path: Path) -> None:
+    environment = {
+        "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+        "IMGFLOW_USER": "reviewer",
+        "IMGFLOW_RETRAIN_CRON": "0 3 * * 1",
+        "IMGFLOW_LANDING_DIR": str(tmp_path / "landing"),
+        "IMGFLOW_WEBHOOK_URL": "http://127.0.0.1:9/hook",
+        "IMGFLOW_TRAINING_MODE": "worker",
+        "IMGFLOW_GPU_POOL": "a100",
+        "IMGFLOW_CPU_POOL": "small",
+        "IMGFLOW_GPU_SLOTS": "4",
+        "IMGFLOW_TRAINING_TIMEOUT": "60",
+        "IMGFLOW_SOURCE": "https://git.example/imgflow.git",
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "IMGFLOW_PREFECT_PORT": "4300",
+    }
+    settings = Settings.from_environment(tmp_path, environment=environment)
+    assert settings == Settings(
+        tracking_uri="http://mlflow:5000",
+        user="reviewer",
+        retrain_cron="0 3 * * 1",
+        landing_dir=tmp_path / "landing",
+        webhook_url="http://127.0.0.1:9/hook",
+        training_mode="worker",
+        gpu_pool="a100",
+        cpu_pool="small",
+        gpu_slots=4,
+        training_timeout_seconds=60,
+        source="https://git.example/imgflow.git",
+        prefect_home=tmp_path / "prefect",
+        prefect_port=4300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("IMGFLOW_TRAINING_MODE", "cluster", "must be one of in-process, worker"),
+        ("IMGFLOW_TRAINING_TIMEOUT", "1h", "_TIMEOUT must be a whole number, got '1h'"),
+        ("IMGFLOW_GPU_SLOTS", "0", "IMGFLOW_GPU_SLOTS must be positive, got 0"),
+    ],
+)
+def test_a_bad_value_names_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_environment(Path("."), environment={name: value})
