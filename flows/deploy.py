@@ -11,9 +11,10 @@ creates the work pools (process type locally; see README for a Kubernetes pool) 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
-from prefect import flow
+from prefect import Flow, flow
 
 from tasks.settings import Settings
 
@@ -36,17 +37,32 @@ def ensure_work_pool(name: str, concurrency_limit: int | None = None) -> None:
             )
 
 
+def _flow_from_source(source: str, entrypoint: str) -> Flow[..., Any]:
+    """`flow.from_source`, called synchronously (Prefect types it as maybe-a-coroutine)."""
+    loaded = flow.from_source(source=source, entrypoint=entrypoint)
+    if not isinstance(loaded, Flow):
+        raise TypeError(f"flow.from_source returned {type(loaded).__name__} for {entrypoint}")
+    return loaded
+
+
+def _deploy(loaded: Flow[..., Any], **options: Any) -> UUID:
+    """`Flow.deploy`, called synchronously, without Prefect's next-steps banner and warnings."""
+    deployment_id = loaded.deploy(print_next_steps=False, ignore_warnings=True, **options)
+    if not isinstance(deployment_id, UUID):
+        raise TypeError(f"Flow.deploy returned {type(deployment_id).__name__}, not a UUID")
+    return deployment_id
+
+
 def apply_deployments(settings: Settings, source_is_local: bool = True) -> dict[str, UUID]:
     """Create or update both deployments from the flows' code at settings.source."""
     ensure_work_pool(settings.cpu_pool)
     ensure_work_pool(settings.gpu_pool)
     repo = settings.source if source_is_local else "."
-    retrain = flow.from_source(source=settings.source, entrypoint="flows/retrain.py:retrain")
-    train_model = flow.from_source(
-        source=settings.source, entrypoint="flows/train_model.py:train_model"
-    )
+    retrain = _flow_from_source(settings.source, "flows/retrain.py:retrain")
+    train_model = _flow_from_source(settings.source, "flows/train_model.py:train_model")
     return {
-        RETRAIN_DEPLOYMENT: retrain.deploy(
+        RETRAIN_DEPLOYMENT: _deploy(
+            retrain,
             name="retrain",
             work_pool_name=settings.cpu_pool,
             cron=settings.retrain_cron,
@@ -58,16 +74,13 @@ def apply_deployments(settings: Settings, source_is_local: bool = True) -> dict[
                 "webhook_url": settings.webhook_url,
             },
             description="Ingest new data, validate, retrain CNN/RNN/GAN, evaluate and register.",
-            print_next_steps=False,
-            ignore_warnings=True,
         ),
-        TRAIN_MODEL_DEPLOYMENT: train_model.deploy(
+        TRAIN_MODEL_DEPLOYMENT: _deploy(
+            train_model,
             name="train-model",
             work_pool_name=settings.gpu_pool,
             parameters={"repo": repo},
             description="Train one model on a GPU worker from a DVC data version.",
-            print_next_steps=False,
-            ignore_warnings=True,
         ),
     }
 

@@ -8,6 +8,7 @@ from tasks.stages import StageError, StageRun
 
 def dispatch_training(model: str, data_version: str, repo: str, timeout: float) -> StageRun:
     """Start `train-model` for `model` on a worker and wait for it; raises unless it completed."""
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
     flow_run = run_deployment(
@@ -16,6 +17,8 @@ def dispatch_training(model: str, data_version: str, repo: str, timeout: float) 
         timeout=timeout,
         poll_interval=2,
     )
+    if not isinstance(flow_run, FlowRun):  # called from a sync flow, so never a coroutine
+        raise TypeError(f"run_deployment returned {type(flow_run).__name__}, not a FlowRun")
     state = flow_run.state
     if state is None or not state.is_completed():
         name = state.name if state else "unknown"

@@ -1,20 +1,32 @@
-"""The retraining flow: ingest, prepare, validate, train x3 (concurrently), evaluate, register.
+"""The retraining flow: ingest (and merge newly landed images), then every stale dvc.yaml stage.
 
-Every step is a DVC stage run through `dvc repro --single-item`, so the flow keeps no record of
-its own: dvc.lock pins the data, params and code of what was trained and registered, `dvc repro`
+The stages, their order and which stage waits for which come from DVC's own graph of dvc.yaml
+(`tasks.dag`); each stage is submitted as soon as the stages it depends on are done, so
+evaluate@cnn starts while the RNN still trains. This module only says *how* each kind of stage
+runs (retries, timeouts, a GPU worker), in `HOW_TO_RUN`.
+
+Every stage runs through `dvc repro --single-item`, so the flow keeps no record of its own:
+dvc.lock pins the data, params and code of what was trained and registered, `dvc repro`
 afterwards is a no-op, and a second run with nothing changed trains nothing.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import Flow, Task, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.client.schemas.objects import FlowRun
+from prefect.futures import PrefectFuture, as_completed
+from prefect.states import State
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.dispatch import dispatch_training
+from tasks.dag import Stage, read_stage_graph, walk
 from tasks.ingest import ensure_dataset, version_data
 from tasks.landing import merge_landing
 from tasks.lineage import data_version
@@ -27,6 +39,8 @@ from tasks.stages import StageRun, pipeline_up_to_date, run_stage
 from tasks.validate import validation_markdown
 
 TRAINING_TIMEOUT_SECONDS = Settings.from_environment().training_timeout_seconds
+# One thread per model, so the three trainings run at once.
+TRAINING_POOL: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=len(MODEL_NAMES))
 
 
 @task(name="ingest")
@@ -71,27 +85,84 @@ def stage_task(stage: str, repo: str) -> StageRun:
     return run_stage(stage, Path(repo), log=get_run_logger().info)
 
 
-# Training can hit transient failures (a killed worker, memory pressure): retry it, and since
-# each epoch is checkpointed, a retry resumes rather than starts over.
-train_task = stage_task.with_options(
-    name="train",
-    retries=2,
-    retry_delay_seconds=[10, 60],  # back off: transient failures (OOM, preemption) need time
-    retry_jitter_factor=0.5,
-    timeout_seconds=TRAINING_TIMEOUT_SECONDS,
-)
+@dataclass(frozen=True)
+class HowToRun:
+    """How the flow runs one kind of dvc.yaml stage (its name before `@`); what runs and in
+    which order is dvc.yaml's business."""
+
+    options: dict[str, Any] = field(default_factory=dict)  # Prefect task options
+    on_worker: bool = False  # worker mode: a `train-model` flow run on the gpu pool instead
+    # A Prefect task given the repo, run once the stage is done, whether it passed or failed.
+    publish: Callable[[str], object] | None = None
 
 
-def _notify(flow, flow_run, state) -> None:
+HOW_TO_RUN: dict[str, HowToRun] = {
+    # Training can hit transient failures (a killed worker, memory pressure): retry it, and
+    # since each epoch is checkpointed, a retry resumes rather than starts over. Back off:
+    # transient failures (OOM, preemption) need time.
+    "train": HowToRun(
+        options={
+            "name": "train",
+            "retries": 2,
+            "retry_delay_seconds": [10, 60],
+            "retry_jitter_factor": 0.5,
+            "timeout_seconds": TRAINING_TIMEOUT_SECONDS,
+        },
+        on_worker=True,
+    ),
+    "validate": HowToRun(publish=validation_report_task),
+}
+DEFAULT_HOW = HowToRun()
+STAGE_TASKS: dict[str, Task[..., StageRun]] = {
+    kind: stage_task.with_options(**how.options) for kind, how in HOW_TO_RUN.items() if how.options
+}
+
+
+def submit_stage(stage: Stage, repo: str, training_mode: str) -> PrefectFuture[StageRun]:
+    """Start one stage the way HOW_TO_RUN says its kind runs."""
+    how = HOW_TO_RUN.get(stage.kind, DEFAULT_HOW)
+    if how.on_worker and training_mode == "worker":
+        return dispatch_task.submit(str(stage.item), data_version(Path(repo)), repo)
+    return STAGE_TASKS.get(stage.kind, stage_task).submit(stage.name, repo)
+
+
+def publish_after(stage: Stage, repo: str) -> None:
+    """Run the stage kind's publish task, if any (before its result is read, so a failed
+    stage's report is published too)."""
+    publish = HOW_TO_RUN.get(stage.kind, DEFAULT_HOW).publish
+    if publish is not None:
+        publish(repo)
+
+
+def first_done(futures: list[PrefectFuture[StageRun]]) -> PrefectFuture[StageRun]:
+    """Block until one of `futures` is done; return it."""
+    return next(as_completed(futures))
+
+
+def run_pipeline(repo: str, training_mode: str) -> list[StageRun]:
+    """Every dvc.yaml stage, each submitted once its upstream stages succeeded; the first
+    failure is raised (validation failing stops the run before training)."""
+    results = walk(
+        read_stage_graph(Path(repo)),
+        submit=lambda stage: submit_stage(stage, repo, training_mode),
+        first_done=first_done,
+        finished=lambda stage, _: publish_after(stage, repo),
+    )
+    return list(results.values())
+
+
+def _notify(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
     """Flow hook: POST the run's outcome to the configured webhook, if any."""
     url = flow_run.parameters.get("webhook_url") or Settings.from_environment().webhook_url
     if url:
-        send_webhook(url, run_payload(flow.name, flow_run.name, state.name, state.message or ""))
+        send_webhook(
+            url, run_payload(flow.name, flow_run.name, state.name or "", state.message or "")
+        )
 
 
 @flow(
     name="retrain",
-    task_runner=ThreadPoolTaskRunner(max_workers=len(MODEL_NAMES)),
+    task_runner=TRAINING_POOL,
     on_completion=[_notify],
     on_failure=[_notify],
     on_crashed=[_notify],
@@ -118,26 +189,7 @@ def retrain(
         summary = read_run_summary(Path(repo), [], ingested)
         create_markdown_artifact(summary_markdown(summary), key="retrain-summary")
         return summary
-    stage_runs = [stage_task("prepare", repo)]
-    validation = stage_task("validate", repo, return_state=True)
-    validation_report_task(repo)
-    stage_runs.append(validation.result())  # raises when validation stopped the run
-    if training_mode == "worker":
-        version = data_version(Path(repo))
-        trainings = {model: dispatch_task.submit(model, version, repo) for model in MODEL_NAMES}
-    else:
-        trainings = {model: train_task.submit(f"train@{model}", repo) for model in MODEL_NAMES}
-    evaluations = [
-        stage_task.submit(
-            f"evaluate@{model}",
-            repo,
-            # The GAN is scored by this run's CNN.
-            wait_for=[trainings[model], trainings["cnn"]],
-        )
-        for model in MODEL_NAMES
-    ]
-    stage_runs += [future.result() for future in [*trainings.values(), *evaluations]]
-    stage_runs.append(stage_task("register", repo))
+    stage_runs = run_pipeline(repo, training_mode)
     summary = read_run_summary(Path(repo), stage_runs, ingested)
     create_markdown_artifact(summary_markdown(summary), key="retrain-summary")
     # The register stage's run report (validation, metrics vs champion, gate decisions).

@@ -45,38 +45,49 @@ def stage_environment() -> dict[str, str]:
     return environment
 
 
+def _repro_once(stage: str, repo: Path, log: Callable[[str], None]) -> tuple[int, list[str]]:
+    """One `dvc repro --single-item <stage>`: (exit code, output lines), logged as they come."""
+    process = subprocess.Popen(
+        dvc_command("repro", "--single-item", stage),
+        cwd=repo,
+        env=stage_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
+    lines: list[str] = []
+    for line in process.stdout or []:
+        lines.append(line.rstrip())
+        if line.strip() and LOCK_MESSAGE not in line:
+            log(f"[{stage}] {line.rstrip()}")
+    return process.wait(), lines
+
+
 def run_stage(
     stage: str,
     repo: Path = Path("."),
     log: Callable[[str], None] = print,
     lock_attempts: int = 30,
 ) -> StageRun:
-    """`dvc repro --single-item <stage>`: runs it only when its deps, params or code changed."""
+    """`dvc repro --single-item <stage>`: runs it only when its deps, params or code changed.
+
+    Raises StageError naming the stage when it fails, or when DVC's repository lock is still
+    taken after `lock_attempts` tries.
+    """
     started = time.perf_counter()
     for attempt in range(1, lock_attempts + 1):
-        process = subprocess.Popen(
-            dvc_command("repro", "--single-item", stage),
-            cwd=repo,
-            env=stage_environment(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-        )
-        lines: list[str] = []
-        for line in process.stdout or []:
-            lines.append(line.rstrip())
-            if line.strip() and LOCK_MESSAGE not in line:
-                log(f"[{stage}] {line.rstrip()}")
+        code, lines = _repro_once(stage, repo, log)
         output = "\n".join(lines)
-        if process.wait() == 0:
+        if code == 0:
             ran = f"Running stage '{stage}'" in output
             return StageRun(stage, ran, round(time.perf_counter() - started, 2))
-        if LOCK_MESSAGE in output and attempt < lock_attempts:
+        if LOCK_MESSAGE not in output:
+            tail = "\n".join(lines[-25:])
+            raise StageError(f"DVC stage '{stage}' failed (exit {code}):\n{tail}")
+        if attempt < lock_attempts:
+            log(f"[{stage}] DVC repository lock taken, retrying ({attempt}/{lock_attempts})")
             time.sleep(random.uniform(0.2, 1.5))
-            continue
-        tail = "\n".join(lines[-25:])
-        raise StageError(f"DVC stage '{stage}' failed (exit {process.returncode}):\n{tail}")
     raise StageError(
         f"DVC stage '{stage}': repository lock still taken after {lock_attempts} tries"
     )
