@@ -11,7 +11,7 @@ RUN := $(UV) run --frozen --no-sync
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help env run repro test test-slow lint format ui serve deploy bench clean
+.PHONY: help env run repro test test-slow lint typecheck format ui serve deploy bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -37,9 +37,14 @@ test: $(STAMP) ## run the test suite (fast: tiny epochs; excludes tests marked s
 test-slow: $(STAMP) ## run only the slow tests (real MNIST data, longer training)
 	$(RUN) pytest -m slow $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint (complexity <= 12) and format check, mypy, functions <= 60 lines
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) mypy
+	$(RUN) python .ci/function_length.py --max-lines 60
+
+typecheck: $(STAMP) ## mypy on flows/, tasks/, models/ (settings in pyproject.toml)
+	$(RUN) mypy
 
 format: $(STAMP) ## ruff autofix and format
 	$(RUN) ruff check --fix .
@@ -58,5 +63,7 @@ deploy: $(STAMP) ## apply the deployments to the Prefect server at PREFECT_API_U
 bench: $(STAMP) ## benchmark `make run` (full and no-op) on the digits default
 	$(RUN) python benchmarks/bench_run.py
 
-clean: ## remove pipeline outputs (keeps data/, .venv, mlflow.db)
-	rm -rf artifacts metrics plots reports/registry.json
+# git clean removes only files git does not track: the committed metrics, curves and drift
+# baseline (metrics/*.json, plots/history, artifacts/accepted_data.json) stay.
+clean: ## remove untracked pipeline outputs (keeps git-tracked files, data/, .venv, mlflow.db)
+	git clean -d -f -x -q -- artifacts metrics plots reports/registry.json
