@@ -79,10 +79,12 @@ def time_registration(root: Path, params: dict, store: Path) -> float:
     import mlflow
 
     from tasks.register import register_models
+    from tasks.registry.stage_params import StageParams
 
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
     started = time.perf_counter()
-    register_models(root, params, models=["cnn"])
+    register_models(root, StageParams.load(root / "params.yaml"), models=["cnn"])
     seconds = time.perf_counter() - started
     mlflow.set_tracking_uri(None)
     return seconds

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.paths import REGISTRY_REPORT, VALIDATION_METRICS
+from tasks.paths import PREPARED_META_FILE, REGISTRY_REPORT, VALIDATION_METRICS
+from tasks.registry.lineage import data_version
 from tasks.stages import StageRun
 
 
@@ -28,9 +29,9 @@ class RunSummary:
 def read_run_summary(
     root: Path, stage_runs: Sequence[StageRun] = (), ingested: bool = False
 ) -> RunSummary:
-    from tasks.lineage import data_version
-    from tasks.paths import PREPARED_META_FILE
-    from tasks.prepare import load_meta
+    """Read the summary from reports/registry.json, metrics/validation.json and the data
+    version; `stage_runs` says which stages ran."""
+    from tasks.prepare import load_meta  # imports NumPy: kept out of the CLI's start-up
 
     registry = json.loads((root / REGISTRY_REPORT).read_text())
     validation = json.loads((root / VALIDATION_METRICS).read_text())

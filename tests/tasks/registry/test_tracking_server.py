@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from tasks.register import register_models
-from tests.tasks.test_register import PARAMS, _use_store, build_root, save_tiny_models
 
 STARTUP_SECONDS = 120
 # Starting a server (a separate Python process importing MLflow's web app) takes tens of seconds
@@ -43,21 +42,12 @@ def call(base: str, path: str, query: dict | None = None, body: dict | None = No
         return json.loads(response.read())
 
 
-@pytest.fixture(autouse=True)
-def _reset_mlflow_uris():
-    yield
-    import mlflow
-
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
-
-
 def test_mlflow_server_serves_runs_metrics_versions_aliases_and_tags(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, use_store, fake_repo
 ) -> None:
-    uri = _use_store(monkeypatch, tmp_path)
-    root = build_root(tmp_path / "repo", save_tiny_models(tmp_path))
-    entries = {entry.model: entry for entry in register_models(root, PARAMS)}
+    uri = use_store(tmp_path)
+    root = fake_repo.build(tmp_path / "repo")
+    entries = {entry.model: entry for entry in register_models(root, fake_repo.stage_params(root))}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(

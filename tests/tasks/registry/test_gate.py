@@ -1,0 +1,304 @@
+"""The promotion gate: the pure decision, the gate as the register stage runs it (challenger vs
+the champion re-scored on this split), a champion that cannot be re-scored, a crash between
+registration and gate, and concurrent promotions (threads and two OS processes).
+
+The classifiers are exact by construction (conftest.ExactModels), so "better" and "worse" are
+real re-scored facts.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks.paths import RUN_REPORT_HTML, RUN_REPORT_MARKDOWN
+from tasks.registry.champion import current_champion
+from tasks.registry.gate import PromotionError, decide, gate
+
+NAME = "digits-cnn"
+THRESHOLDS = {"test_accuracy": {"min": 0.5}}
+
+
+def test_decide_thresholds_then_tolerance() -> None:
+    kwargs = {"metric": "acc", "thresholds": {"acc": {"min": 0.8}}, "tolerance": 0.02}
+    first = decide({"acc": 0.9}, None, champion_version=None, **kwargs)
+    assert first.promote and "no champion yet" in first.reason
+    low = decide({"acc": 0.7}, None, champion_version=None, **kwargs)
+    assert not low.promote and "acc 0.7000 < min 0.8" in low.reason
+    within = decide({"acc": 0.89}, {"acc": 0.905}, champion_version="3", **kwargs)
+    assert within.promote and within.difference == pytest.approx(-0.015)
+    worse = decide({"acc": 0.85}, {"acc": 0.9}, champion_version="3", **kwargs)
+    assert not worse.promote and "worse than champion v3" in worse.reason
+    assert worse.tags()["gate.champion_score"] == "0.900000"
+    missing = decide(
+        {"acc": 0.9},
+        None,
+        champion_version=None,
+        metric="acc",
+        thresholds={"ece": {"max": 0.1}},
+        tolerance=0.0,
+    )
+    assert not missing.promote and "ece missing" in missing.reason
+    with pytest.raises(PromotionError, match="tolerance"):
+        decide({"acc": 0.9}, None, champion_version=None, **{**kwargs, "tolerance": -1})
+
+
+def test_worse_challenger_is_registered_not_promoted_and_better_one_is(
+    store, exact_models, register_cnn
+) -> None:
+    root, client = store
+    exact_models.train_cnn(root, correct=10)
+    first = register_cnn(root)
+    assert (first.version, first.decision, first.champion_version) == ("1", "promoted", None)
+    assert current_champion(client, NAME) == "1"
+
+    exact_models.train_cnn(
+        root, correct=6
+    )  # 60 %: passes the 0.5 threshold, but 40 points below v1
+    worse = register_cnn(root)
+    assert (worse.version, worse.decision) == ("2", "rejected")
+    assert str(client.get_model_version_by_alias(NAME, "challenger").version) == "2"
+    assert current_champion(client, NAME) == "1"
+    tags = client.get_model_version(NAME, "2").tags
+    assert tags["gate.champion_version"] == "1"
+    # The champion was re-scored on this split: its score is measured, not copied.
+    assert float(tags["gate.champion_score"]) == pytest.approx(1.0)
+    assert float(tags["gate.challenger_score"]) == pytest.approx(0.6)
+    assert "worse than champion v1" in tags["gate.reason"]
+    assert worse.champion_metrics["macro_f1"] == pytest.approx(1.0)
+
+    exact_models.train_cnn(root, correct=10, scale=25.0)  # as good as v1 (a different file)
+    better = register_cnn(root)
+    assert (better.version, better.decision) == ("3", "promoted")
+    assert current_champion(client, NAME) == "3"
+
+    report = (root / RUN_REPORT_MARKDOWN).read_text()
+    assert "## Gate decisions" in report and "PROMOTED" in report
+    assert "| test_accuracy | 1.0000 | 1.0000 | +0.0000 | higher |" in report
+    html = (root / RUN_REPORT_HTML).read_text()
+    assert "<table>" in html and "PROMOTED" in html
+    parent = client.get_run(client.get_run(better.run_id).data.tags["mlflow.parentRunId"])
+    logged = [item.path for item in client.list_artifacts(parent.info.run_id, "report")]
+    assert logged == ["report/run_report.html", "report/run_report.md"]
+
+
+def test_threshold_failure_without_champion_rejects(store, exact_models, register_cnn) -> None:
+    root, client = store
+    exact_models.train_cnn(root, correct=4)
+    entry = register_cnn(root)
+    assert entry.decision == "rejected" and "test_accuracy 0.4000 < min 0.5" in entry.reason
+    assert current_champion(client, NAME) is None
+
+
+def test_champion_that_cannot_be_rescored_keeps_its_alias(
+    store, exact_models, register_cnn
+) -> None:
+    root, client = store
+    exact_models.train_cnn(root, correct=10)
+    register_cnn(root)
+    decision = gate(
+        client,
+        NAME,
+        "1",
+        {"test_accuracy": 1.0},
+        metric="test_accuracy",
+        thresholds=THRESHOLDS,
+        tolerance=0.0,
+        score_champion=lambda version: {},
+    )
+    assert decision.promote  # comparing a version with itself: nothing to re-score
+    exact_models.train_cnn(root, correct=10, scale=30.0)
+    entry = register_cnn(root)
+    assert entry.decision == "promoted"
+
+    def broken(version: str) -> dict:
+        raise OSError("artifact store unreachable")
+
+    decision = gate(
+        client,
+        NAME,
+        "1",
+        {"test_accuracy": 1.0},
+        metric="test_accuracy",
+        thresholds=THRESHOLDS,
+        tolerance=0.0,
+        score_champion=broken,
+    )
+    assert not decision.promote and "could not be re-scored" in decision.reason
+    assert current_champion(client, NAME) == "2"
+
+
+def test_version_registered_before_a_crash_is_gated_on_the_next_run(
+    store, exact_models, register_cnn, monkeypatch
+) -> None:
+    import tasks.register
+
+    root, client = store
+    exact_models.train_cnn(root, correct=10)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed between registration and gate")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tasks.register, "_run_gate", crash)
+        with pytest.raises(KeyboardInterrupt):
+            register_cnn(root)
+    assert current_champion(client, NAME) is None
+    assert "gate.decision" not in client.get_model_version(NAME, "1").tags
+
+    entry = register_cnn(root)  # same model file: no new version, but the gate now runs
+    assert (entry.version, entry.decision) == ("1", "promoted")
+    assert len(client.search_model_versions(f"name = '{NAME}'")) == 1
+    assert current_champion(client, NAME) == "1"
+
+
+SCORES = {"1": 0.80, "2": 0.95, "3": 0.90}  # v1 the old champion; v2 beats v3
+
+
+def _with_champion(client, tmp_path: Path, name: str) -> None:
+    """Three versions of `name`; v1 is champion (gated with no champion before it)."""
+    client.create_registered_model(name)
+    for _ in SCORES:
+        client.create_model_version(name, source=str(tmp_path), run_id=None)
+    first = gate(
+        client,
+        name,
+        "1",
+        {"acc": SCORES["1"]},
+        metric="acc",
+        thresholds={"acc": {"min": 0.5}},
+        tolerance=0.01,
+        score_champion=lambda version: {},
+    )
+    assert first.promote and current_champion(client, name) == "1"
+
+
+@pytest.mark.parametrize(
+    ("late", "early", "late_decision", "late_against"),
+    [
+        ("2", "3", "promoted", "3"),  # v3 promoted over v1 first; v2 re-compared with v3 and wins
+        ("3", "2", "rejected", "2"),  # v2 promoted over v1 first; v3 re-compared with v2 and loses
+    ],
+)
+def test_concurrent_promotions_compare_and_set_in_threads(
+    tmp_path: Path, late: str, early: str, late_decision: str, late_against: str
+) -> None:
+    """Two gates read champion v1 and score it slowly at the same time; the early one promotes
+    first, so the late one must notice the champion moved and compare with the new one."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = "race"
+    _with_champion(client, tmp_path, name)
+    scored: dict[str, list[str]] = {early: [], late: []}
+    start = threading.Barrier(2)
+
+    def promote(version: str) -> None:
+        def slow_score(champion: str) -> dict:
+            scored[version].append(champion)
+            time.sleep(0.6)
+            return {"acc": SCORES[champion]}
+
+        start.wait()
+        if version == late:
+            time.sleep(0.3)  # reads champion v1 while the early gate is still scoring it
+        gate(
+            client,
+            name,
+            version,
+            {"acc": SCORES[version]},
+            metric="acc",
+            thresholds={"acc": {"min": 0.5}},
+            tolerance=0.01,
+            score_champion=slow_score,
+        )
+
+    threads = [threading.Thread(target=promote, args=(version,)) for version in (early, late)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert current_champion(client, name) == "2"
+    assert scored == {early: ["1"], late: ["1", early]}
+    early_tags = client.get_model_version(name, early).tags
+    assert (early_tags["gate.decision"], early_tags["gate.champion_version"]) == ("promoted", "1")
+    late_tags = client.get_model_version(name, late).tags
+    assert (late_tags["gate.decision"], late_tags["gate.champion_version"]) == (
+        late_decision,
+        late_against,
+    )
+
+
+RACE_SCRIPT = """
+import sys, time
+from pathlib import Path
+from mlflow import MlflowClient
+from tasks.registry.gate import gate
+
+uri, name, version, delay, barrier = sys.argv[1:]
+scores = {"1": 0.80, "2": 0.95, "3": 0.90}
+client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+def slow_score(champion):
+    print(champion, flush=True)
+    time.sleep(0.6)
+    return {"acc": scores[champion]}
+
+Path(barrier, version).touch()
+while len(list(Path(barrier).iterdir())) < 2:  # both processes ready: start together
+    time.sleep(0.01)
+time.sleep(float(delay))
+gate(client, name, version, {"acc": scores[version]}, metric="acc",
+     thresholds={"acc": {"min": 0.5}}, tolerance=0.01, score_champion=slow_score)
+"""
+
+
+def test_concurrent_promotions_in_separate_processes(tmp_path: Path) -> None:
+    """As two pipeline runs would: two OS processes gate versions of one model at once against
+    one sqlite store. The file lock and compare-and-set make the late one (v3) re-compare with
+    the early winner (v2) and lose, leaving v2 champion."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    _with_champion(client, tmp_path, "process-race")
+    repo = Path(__file__).resolve().parents[3]
+    env = os.environ | {"PYTHONPATH": str(repo)}
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    delays = {"2": 0.0, "3": 0.3}
+    processes = {
+        version: subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                RACE_SCRIPT,
+                uri,
+                "process-race",
+                version,
+                str(delays[version]),
+                str(barrier),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for version in ("3", "2")
+    }
+    scored = {}
+    for version, process in processes.items():
+        out, errors = process.communicate(timeout=180)
+        assert process.returncode == 0, errors
+        scored[version] = out.split()
+    assert scored == {"2": ["1"], "3": ["1", "2"]}
+    assert current_champion(client, "process-race") == "2"
+    tags = client.get_model_version("process-race", "3").tags
+    assert (tags["gate.decision"], tags["gate.champion_version"]) == ("rejected", "2")
