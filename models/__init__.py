@@ -10,6 +10,8 @@ from models.gan import (
     build_generator,
     discriminator_loss,
     generator_loss,
+    pixels_to_tanh,
+    tanh_to_pixels,
 )
 from models.rnn import build_reference_rnn, build_rnn
 
@@ -24,4 +26,6 @@ __all__ = [
     "build_rnn",
     "discriminator_loss",
     "generator_loss",
+    "pixels_to_tanh",
+    "tanh_to_pixels",
 ]

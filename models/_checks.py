@@ -2,9 +2,11 @@
 
 from collections.abc import Sequence
 from numbers import Integral, Real
+from typing import TypeGuard
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[Integral]:
+    """An integer of any kind (Python or NumPy), but not a bool."""
     return isinstance(value, Integral) and not isinstance(value, bool)
 
 

@@ -23,8 +23,21 @@ from models._checks import (
     check_rate,
 )
 
+PIXEL_HALF_RANGE = 127.5  # 0..255 pixels <-> [-1, 1]: x / 127.5 - 1 and (t + 1) * 127.5
+
 _binary_crossentropy = keras.losses.BinaryCrossentropy(from_logits=True)
 _class_crossentropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def pixels_to_tanh(images):
+    """Map float pixel values 0..255 to the generator's [-1, 1] range (arrays or tensors)."""
+    return images / PIXEL_HALF_RANGE - 1.0
+
+
+def tanh_to_pixels(images) -> np.ndarray:
+    """Map generator outputs in [-1, 1] to float32 pixel values, clipped to 0..255."""
+    pixels = (np.asarray(images, dtype="float32") + 1.0) * PIXEL_HALF_RANGE
+    return np.clip(pixels, 0.0, 255.0)
 
 
 def discriminator_loss(real_logits, fake_logits, real_label: float = 1.0):
@@ -204,7 +217,7 @@ class ConditionalGAN(keras.Model):
         images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         if labels is None:
             raise ValueError("ConditionalGAN.fit needs a dataset of (images, labels) pairs")
-        real_images = ops.cast(images, "float32") / 127.5 - 1.0
+        real_images = pixels_to_tanh(ops.cast(images, "float32"))
         labels = ops.reshape(ops.cast(labels, "int32"), (-1, 1))
         batch_size = ops.shape(real_images)[0]
         noise = self._sample_noise(batch_size)
@@ -257,7 +270,7 @@ class ConditionalGAN(keras.Model):
         images = self.generator.predict(
             [noise, labels.astype("int32")], batch_size=batch_size, verbose=0
         )
-        return np.clip((images.astype("float32") + 1.0) * 127.5, 0.0, 255.0)
+        return tanh_to_pixels(images)
 
 
 def _loss_scaled(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
