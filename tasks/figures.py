@@ -1,4 +1,7 @@
-"""Figures for reports: image grids and confusion matrices written as PNG (matplotlib, Agg)."""
+"""Figures for reports: image grids and confusion matrices written as PNG (matplotlib, Agg).
+
+Both writers go through `tasks.atomic`, so a killed stage never leaves half a PNG behind.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from tasks.atomic import atomic_path
 
 
 def save_image_grid(images: np.ndarray, path: Path, columns: int = 8, scale: int = 4) -> None:
@@ -23,12 +28,16 @@ def save_image_grid(images: np.ndarray, path: Path, columns: int = 8, scale: int
         top, left = 1 + row * (height + 1), 1 + column * (width + 1)
         grid[top : top + height, left : left + width] = image
     picture = Image.fromarray(grid[..., 0] if channels == 1 else grid)
-    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(path)
+    picture = picture.resize(
+        (picture.width * scale, picture.height * scale), Image.Resampling.NEAREST
+    )
+    with atomic_path(path) as temporary:
+        picture.save(temporary, format="PNG")
 
 
-def save_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path, title: str):
+def save_confusion_matrix(
+    matrix: np.ndarray, class_names: list[str], path: Path, title: str
+) -> None:
     """Annotated confusion-matrix heat map (rows: true class, columns: predicted)."""
     import matplotlib
 
@@ -48,6 +57,6 @@ def save_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path
         color = "white" if value > threshold else "black"
         axes.text(column, row, str(value), ha="center", va="center", color=color, fontsize=8)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
     plt.close(figure)

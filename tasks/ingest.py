@@ -19,14 +19,15 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from tasks.paths import DATA_DIR, MANIFEST_NAME
+from tasks.atomic import write_json
+from tasks.paths import DATA_DIR, IMAGE_SUFFIXES, MANIFEST_NAME
 
 SOURCES: tuple[str, ...] = ("digits", "idx", "folder")
-IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg"})
 
 
 class IngestError(ValueError):
@@ -194,7 +195,7 @@ def default_name(source: str, path: Path | None) -> str:
 
 def write_image_folder(
     loaded: SourceImages, out_dir: Path, name: str, source: str
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Write one PNG per image under out_dir/<class>/ and the manifest; returns the manifest."""
     counts = np.bincount(loaded.labels, minlength=len(loaded.class_names))
     next_index = np.zeros(len(loaded.class_names), dtype=np.int64)
@@ -204,7 +205,7 @@ def write_image_folder(
         file = out_dir / loaded.class_names[label] / f"{next_index[label]:05d}.png"
         next_index[label] += 1
         Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(file, format="PNG")
-    manifest: dict[str, object] = {
+    manifest: dict[str, Any] = {
         "name": name,
         "source": source,
         "origin": loaded.origin,
@@ -213,7 +214,7 @@ def write_image_folder(
         "count": len(loaded.labels),
         "class_counts": {n: int(c) for n, c in zip(loaded.class_names, counts, strict=True)},
     }
-    (out_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_json(out_dir / MANIFEST_NAME, manifest)
     return manifest
 
 
@@ -245,7 +246,8 @@ def ingest(
     return IngestResult(data_dir, name, source, len(loaded.labels), loaded.class_names)
 
 
-def read_manifest(data_dir: Path = DATA_DIR) -> dict[str, object]:
+def read_manifest(data_dir: Path = DATA_DIR) -> dict[str, Any]:
+    """The dataset's manifest (name, source, class names, image shape, counts)."""
     manifest_file = data_dir / MANIFEST_NAME
     if not manifest_file.is_file():
         raise IngestError(f"{manifest_file} not found: run `imgflow ingest` first")

@@ -7,17 +7,18 @@ shape) before anything is written, so a bad batch changes nothing. Merged files 
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from tasks.ingest import IMAGE_SUFFIXES, IngestError, decode_image, read_manifest
-from tasks.paths import DATA_DIR, MANIFEST_NAME
+from tasks.atomic import atomic_path, write_json
+from tasks.ingest import IngestError, decode_image, read_manifest
+from tasks.paths import DATA_DIR, IMAGE_SUFFIXES, MANIFEST_NAME
 
 PROCESSED_DIR = ".processed"
 
@@ -48,6 +49,29 @@ def merge_landing(landing_dir: Path, data_dir: Path = DATA_DIR) -> LandingBatch:
     if not files:
         return LandingBatch(0, {}, None)
     manifest = read_manifest(data_dir)
+    decoded = decode_batch(files, landing_dir, manifest)
+    per_class = append_images(decoded, data_dir)
+    counts = manifest.get("class_counts", {})
+    for class_name, added in per_class.items():
+        counts[class_name] = int(counts.get(class_name, 0)) + added
+    manifest["class_counts"] = counts
+    manifest["count"] = int(manifest["count"]) + len(decoded)
+    write_json(data_dir / MANIFEST_NAME, manifest)
+    processed = landing_dir / PROCESSED_DIR / time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    for file in files:
+        destination = processed / file.relative_to(landing_dir)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(file), destination)
+    return LandingBatch(len(decoded), per_class, processed)
+
+
+def decode_batch(
+    files: list[Path], landing_dir: Path, manifest: dict[str, Any]
+) -> list[tuple[str, np.ndarray]]:
+    """(class name, pixels) of every landing file; IngestError on the first unusable one.
+
+    Nothing is written before every file passed: a bad batch changes nothing.
+    """
     class_names = [str(name) for name in manifest["class_names"]]
     expected_shape = tuple(manifest["image_shape"])
     decoded: list[tuple[str, np.ndarray]] = []
@@ -64,25 +88,17 @@ def merge_landing(landing_dir: Path, data_dir: Path = DATA_DIR) -> LandingBatch:
                 f"{file}: image shape {image.shape} differs from the dataset's {expected_shape}"
             )
         decoded.append((class_name, image))
+    return decoded
 
+
+def append_images(decoded: list[tuple[str, np.ndarray]], data_dir: Path) -> dict[str, int]:
+    """Write each image as the next numbered PNG of its class folder; returns counts per class."""
     per_class: dict[str, int] = {}
     for class_name, image in decoded:
         existing = sorted((data_dir / class_name).glob("*.png"))
         next_index = int(existing[-1].stem) + 1 if existing else 0
-        target = data_dir / class_name / f"{next_index:05d}.png"
-        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(target, "PNG")
+        picture = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+        with atomic_path(data_dir / class_name / f"{next_index:05d}.png") as temporary:
+            picture.save(temporary, "PNG")
         per_class[class_name] = per_class.get(class_name, 0) + 1
-
-    counts = manifest.get("class_counts", {})
-    for class_name, added in per_class.items():
-        counts[class_name] = int(counts.get(class_name, 0)) + added
-    manifest["class_counts"] = counts
-    manifest["count"] = int(manifest["count"]) + len(decoded)
-    (data_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-
-    processed = landing_dir / PROCESSED_DIR / time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    for file in files:
-        destination = processed / file.relative_to(landing_dir)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(file), destination)
-    return LandingBatch(len(decoded), per_class, processed)
+    return per_class

@@ -19,15 +19,22 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from tasks.atomic import atomic_path, write_json
 from tasks.ingest import IngestError, read_manifest
-from tasks.params import ParamsError, load_params, section
-from tasks.paths import DATA_DIR, PARAMS_FILE, PREPARED_META_FILE, SPLITS_FILE
-from tasks.profile import EXCLUDED, PROFILE_FILE, build_profile, profile_files, write_profile
-
-SPLITS: tuple[str, ...] = ("train", "val", "test")
+from tasks.params import ParamsError, PrepareParams, load_section, load_seed
+from tasks.paths import (
+    DATA_DIR,
+    PARAMS_FILE,
+    PREPARED_META_FILE,
+    PROFILE_FILE,
+    SPLITS,
+    SPLITS_FILE,
+)
+from tasks.profile import EXCLUDED, Profiled, build_profile, profile_files, write_profile
 
 
 @dataclass(frozen=True)
@@ -87,21 +94,14 @@ def _walk(folder: Path) -> list[Path]:
     return found
 
 
-def stratified_split(
-    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
-) -> dict[str, np.ndarray]:
+def stratified_split(labels: np.ndarray, params: PrepareParams, seed: int) -> dict[str, np.ndarray]:
     """Index arrays per split; each class is shuffled and cut with the same fractions."""
-    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ParamsError(
-            "params.yaml: prepare.val_fraction and prepare.test_fraction must be in (0, 1) "
-            f"and sum below 1, got {val_fraction} and {test_fraction}"
-        )
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {split: [] for split in SPLITS}
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        n_test = max(1, round(len(members) * test_fraction))
-        n_val = max(1, round(len(members) * val_fraction))
+        n_test = max(1, round(len(members) * params.test_fraction))
+        n_val = max(1, round(len(members) * params.val_fraction))
         if n_test + n_val >= len(members):
             # Too few to split: keep them for training; validation's per-class minimum flags it.
             parts["train"].append(members)
@@ -117,22 +117,23 @@ def stratified_split(
 
 def save_splits(splits: Splits, path: Path) -> None:
     """Write an .npz that np.load reads, byte-identical for identical arrays (fixed zip dates)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {f"x_{s}": splits.x[s] for s in SPLITS}
     arrays |= {f"y_{s}": splits.y[s] for s in SPLITS}
     arrays |= {f"paths_{s}": splits.paths[s] for s in SPLITS}
-    temporary = path.with_suffix(".tmp")
-    with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive:
+    with (
+        atomic_path(path) as temporary,
+        zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive,
+    ):
         for key in sorted(arrays):
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, np.ascontiguousarray(arrays[key]))
             archive.writestr(
                 zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buffer.getvalue()
             )
-    os.replace(temporary, path)
 
 
 def load_splits(path: Path = SPLITS_FILE) -> Splits:
+    """The arrays written by `prepare`; FileNotFoundError says which stage to run."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `dvc repro prepare` first")
     with np.load(path, allow_pickle=False) as archive:
@@ -143,20 +144,47 @@ def load_splits(path: Path = SPLITS_FILE) -> Splits:
         )
 
 
-def load_meta(path: Path = PREPARED_META_FILE) -> dict[str, object]:
+def load_meta(path: Path = PREPARED_META_FILE) -> dict[str, Any]:
+    """The split metadata written by `prepare` (class names, image shape, counts, ...)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `dvc repro prepare` first")
     return json.loads(path.read_text())
+
+
+def _split_images(
+    profiled: Profiled,
+    labels: np.ndarray,
+    relative: np.ndarray,
+    declared_shape: tuple[int, ...],
+    params: PrepareParams,
+    seed: int,
+) -> tuple[Splits, np.ndarray, dict[str, np.ndarray]]:
+    """Stratified splits of the decoded images of the manifest's shape and declared classes.
+
+    Returns the splits, the file indices kept in them and, per split, which of those it holds.
+    """
+    members, stack = profiled.groups.get(
+        declared_shape, (np.zeros(0, np.int64), np.zeros((0, *declared_shape), np.uint8))
+    )
+    declared = labels[members] >= 0  # files in undeclared folders stay out of the arrays
+    kept, images = members[declared], stack[declared]
+    indices = stratified_split(labels[kept], params, seed)
+    splits = Splits(
+        x={s: images[i] for s, i in indices.items()},
+        y={s: labels[kept][i] for s, i in indices.items()},
+        paths={s: relative[kept][i] for s, i in indices.items()},
+    )
+    return splits, kept, indices
 
 
 def prepare(
     data_dir: Path,
     splits_file: Path,
     meta_file: Path,
-    params: dict,
+    params: PrepareParams,
     seed: int,
     profile_file: Path | None = None,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Decode data_dir once, split it, write the arrays, their metadata and the per-image
     profile (next to splits_file unless profile_file is given); returns the metadata."""
     manifest = read_manifest(data_dir)
@@ -171,20 +199,8 @@ def prepare(
     )
     relative = np.asarray([str(file.relative_to(data_dir)) for file in files])
     profile = build_profile(relative.tolist(), labels.tolist(), folders, profiled)
-    members, stack = profiled.groups.get(
-        declared_shape, (np.zeros(0, np.int64), np.zeros((0, *declared_shape), np.uint8))
-    )
-    declared = labels[members] >= 0  # files in undeclared folders stay out of the arrays
-    kept, images = members[declared], stack[declared]
-    del profiled, stack
-    indices = stratified_split(
-        labels[kept], float(params["val_fraction"]), float(params["test_fraction"]), seed
-    )
-    splits = Splits(
-        x={s: images[i] for s, i in indices.items()},
-        y={s: labels[kept][i] for s, i in indices.items()},
-        paths={s: relative[kept][i] for s, i in indices.items()},
-    )
+    splits, kept, indices = _split_images(profiled, labels, relative, declared_shape, params, seed)
+    del profiled
     split_column = np.full(len(files), EXCLUDED, dtype=object)
     for name, index in indices.items():
         split_column[kept[index]] = name
@@ -203,7 +219,7 @@ def prepare(
         },
         "excluded": int(len(files) - len(kept)),
     }
-    meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_json(meta_file, meta)
     return meta
 
 
@@ -212,14 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=PARAMS_FILE)
     args = parser.parse_args(argv)
     try:
-        params = load_params(args.params)
-        meta = prepare(
-            DATA_DIR,
-            SPLITS_FILE,
-            PREPARED_META_FILE,
-            section(params, "prepare"),
-            int(section(params, "seed")),
-        )
+        params = load_section(PrepareParams, "prepare", args.params)
+        seed = load_seed(args.params)
+        meta = prepare(DATA_DIR, SPLITS_FILE, PREPARED_META_FILE, params, seed)
     except (IngestError, ParamsError) as error:
         print(f"prepare failed: {error}", file=sys.stderr)
         return 1

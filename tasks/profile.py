@@ -29,14 +29,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from tasks.paths import PREPARED_DIR
+from tasks.atomic import atomic_path
+from tasks.paths import IMAGE_SUFFIXES, PROFILE_FILE
 
 if TYPE_CHECKING:
     import pandas as pd
 
-PROFILE_FILE = PREPARED_DIR / "profile.parquet"
-EXCLUDED = "excluded"
-IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg"})
+EXCLUDED = "excluded"  # split of a profiled file left out of the arrays
 # Below this many files one process decodes faster than starting a pool.
 PARALLEL_MIN_FILES = 4000
 CHUNK_FILES = 2000
@@ -107,10 +106,7 @@ def decode_file(path: Path, root: Path | None = None) -> Decoded:
                         image.format,
                     )
                 image_format, mode = image.format, image.mode
-                image.load()
-                if image.mode not in ("L", "RGB"):
-                    image = image.convert("RGB" if "A" in image.mode or image.mode == "P" else "L")
-                array = np.asarray(image, dtype=np.uint8)
+                array = _pixels(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         return _failed(f"decompression bomb: {error}", size)
     except Image.UnidentifiedImageError:
@@ -121,6 +117,14 @@ def decode_file(path: Path, root: Path | None = None) -> Decoded:
         array = array[..., np.newaxis]
     digest = hashlib.sha256(array.tobytes()).hexdigest()
     return Decoded(array, None, image_format, mode, size, digest)
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    """Decode to uint8: L and RGB stay, colour with alpha or a palette becomes RGB, others L."""
+    image.load()
+    if image.mode not in ("L", "RGB"):
+        image = image.convert("RGB" if "A" in image.mode or image.mode == "P" else "L")
+    return np.asarray(image, dtype=np.uint8)
 
 
 def _failed(message: str, size: int, image_format: str | None = None) -> Decoded:
@@ -147,13 +151,15 @@ def _profile_chunk(paths: Sequence[str], root: str, offset: int = 0) -> Profiled
     stats = {key: np.full(n, np.nan) for key in STAT_COLUMNS}
     hashes = np.zeros(n, dtype=np.int64)
     members: dict[tuple[int, ...], list[int]] = {}
+    pixels: dict[int, np.ndarray] = {}
     for index, item in enumerate(decoded):
         if item.array is not None:
             shape[index] = item.array.shape
             members.setdefault(item.array.shape, []).append(index)
+            pixels[index] = item.array
     groups: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
     for key, indices in members.items():
-        stack = np.stack([decoded[i].array for i in indices])
+        stack = np.stack([pixels[i] for i in indices])
         for column, values in pixel_stats(stack).items():
             stats[column][indices] = values
         hashes[indices] = dhash(stack)
@@ -284,14 +290,13 @@ def build_profile(
 
 
 def write_profile(frame: pd.DataFrame, path: Path = PROFILE_FILE) -> None:
-    """Write the table as Parquet (atomically: temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    frame.to_parquet(temporary, index=False)
-    os.replace(temporary, path)
+    """Write the table as Parquet, atomically."""
+    with atomic_path(path) as temporary:
+        frame.to_parquet(temporary, index=False)
 
 
 def read_profile(path: Path = PROFILE_FILE) -> pd.DataFrame:
+    """The profile table written by the prepare stage."""
     import pandas as pd
 
     if not path.is_file():
