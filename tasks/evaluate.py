@@ -11,41 +11,39 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
-import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tasks.params import ParamsError, load_params, section
+from tasks.atomic import atomic_path, write_json
+from tasks.params import EvaluateParams, ParamsError, load_section, load_seed
 from tasks.paths import (
     CLASSIFIERS,
+    JUDGE_MODEL,
     MODEL_NAMES,
     PARAMS_FILE,
-    PLOTS_DIR,
     PREPARED_META_FILE,
     SPLITS_FILE,
-    model_dir,
+    confusion_plot_file,
+    images_dir,
+    model_file,
     model_metrics_file,
 )
 
-EMBEDDING_LAYER = "embedding"
+if TYPE_CHECKING:
+    import keras
+
 INTERPOLATION_STEPS = 10  # images per row of plots/images/gan/interpolation.png
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def confusion_plot_file(model: str, root: Path = Path(".")) -> Path:
-    return root / PLOTS_DIR / "confusion" / f"{model}.csv"
-
-
-def images_dir(model: str, root: Path = Path(".")) -> Path:
-    return root / PLOTS_DIR / "images" / model
-
-
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15):
+def expected_calibration_error(
+    probabilities: np.ndarray, labels: np.ndarray, bins: int = 15
+) -> float:
     """ECE: mean |accuracy - confidence| over equal-width confidence bins, weighted by size."""
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
@@ -82,12 +80,14 @@ def classification_metrics(
     }
 
 
-def predict_probabilities(model, images: np.ndarray) -> np.ndarray:
+def predict_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
     """Class probabilities for raw 0..255 images, in batches."""
     return np.asarray(model.predict(images.astype("float32"), batch_size=256, verbose=0))
 
 
-def score_classifier(model, x_test: np.ndarray, y_test: np.ndarray, class_names) -> dict[str, Any]:
+def score_classifier(
+    model: keras.Model, x_test: np.ndarray, y_test: np.ndarray, class_names: Sequence[str]
+) -> dict[str, Any]:
     """Metrics of a classifier on a test set; no file I/O (also used on MLflow champions).
 
     Returns the same dict as metrics/<model>.json: test_accuracy (0..1), test_loss, macro_f1,
@@ -97,13 +97,15 @@ def score_classifier(model, x_test: np.ndarray, y_test: np.ndarray, class_names)
     return classification_metrics(probabilities, np.asarray(y_test), list(class_names))
 
 
-def evaluate_classifier(model: str, root: Path, x_test, y_test, class_names) -> dict[str, Any]:
+def evaluate_classifier(
+    model: str, root: Path, x_test: np.ndarray, y_test: np.ndarray, class_names: list[str]
+) -> dict[str, Any]:
     """Score a trained classifier and write its confusion matrix and worst-classified images."""
     import keras
 
     from tasks.figures import save_confusion_matrix, save_image_grid
 
-    network = keras.models.load_model(root / model_dir(model) / "model.keras", safe_mode=True)
+    network = keras.models.load_model(model_file(model, root), safe_mode=True)
     probabilities = predict_probabilities(network, x_test)
     metrics = classification_metrics(probabilities, y_test, class_names)
     predictions = probabilities.argmax(axis=1)
@@ -141,27 +143,35 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     return float(max(distance, 0.0))
 
 
-def generate_images(generator, noise: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def generate_images(generator: keras.Model, noise: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Run a generator (tanh output) on noise and integer labels; returns pixels in 0..255."""
+    from models.gan import tanh_to_pixels
+
     images = generator.predict(
         [noise.astype("float32"), np.asarray(labels).reshape(-1, 1).astype("int32")],
         batch_size=256,
         verbose=0,
     )
-    return np.clip((np.asarray(images, dtype="float32") + 1.0) * 127.5, 0.0, 255.0)
+    return tanh_to_pixels(images)
 
 
-def _score_generator(generator, judge, x_train, x_test, class_names, params, seed):
+def _score_generator(
+    generator: keras.Model,
+    judge: keras.Model,
+    x_train: np.ndarray,
+    x_test: np.ndarray,
+    class_names: list[str],
+    params: EvaluateParams,
+    seed: int,
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """score_generator's metrics plus the requested and recognised class of each sample."""
     import keras
 
-    if int(params["gan_samples"]) < 2:
-        raise ParamsError(
-            f"params.yaml: evaluate.gan_samples must be >= 2, got {params['gan_samples']!r}"
-        )
-    features = keras.Model(judge.inputs, judge.get_layer(EMBEDDING_LAYER).output)
+    from models import EMBEDDING_LAYER_NAME
+
+    features = keras.Model(judge.inputs, judge.get_layer(EMBEDDING_LAYER_NAME).output)
     classes = len(class_names)
-    count = int(params["gan_samples"])
+    count = params.gan_samples
     rng = np.random.default_rng(seed)
     labels = np.arange(count) % classes
     latent_dim = int(generator.inputs[0].shape[-1])
@@ -169,7 +179,7 @@ def _score_generator(generator, judge, x_train, x_test, class_names, params, see
     generated = generate_images(generator, noise, labels)
 
     probabilities = predict_probabilities(judge, generated)
-    recognisable = probabilities[np.arange(count), labels] >= float(params["confidence"])
+    recognisable = probabilities[np.arange(count), labels] >= params.confidence
     covered = np.unique(labels[recognisable])
     recognised = probabilities.argmax(axis=1)
 
@@ -198,20 +208,20 @@ def _score_generator(generator, judge, x_train, x_test, class_names, params, see
 
 
 def score_generator(
-    generator,
-    judge,
+    generator: keras.Model,
+    judge: keras.Model,
     x_train: np.ndarray,
     x_test: np.ndarray,
-    class_names,
-    params: dict[str, Any],
+    class_names: Sequence[str],
+    params: EvaluateParams,
     seed: int,
 ) -> dict[str, Any]:
     """Metrics of a class-conditional generator judged by a CNN; no file I/O.
 
-    `params` is the evaluate section (gan_samples, confidence). A sample is "recognisable" when
-    the judge gives the requested class probability >= confidence. The Frechet distance is taken
-    in the judge's "embedding" layer between the samples and the test images, next to the same
-    distance between train and test images (frechet_floor). Same dict as metrics/gan.json.
+    `params` is the typed evaluate section (gan_samples, confidence). A sample is "recognisable"
+    when the judge gives the requested class probability >= confidence. The Frechet distance is
+    taken in the judge's "embedding" layer between the samples and the test images, next to the
+    same distance between train and test images (frechet_floor). Same dict as metrics/gan.json.
     """
     metrics, _, _ = _score_generator(
         generator, judge, x_train, x_test, list(class_names), params, seed
@@ -219,7 +229,7 @@ def score_generator(
     return metrics
 
 
-def latent_interpolation(generator, classes: int, steps: int, seed: int) -> np.ndarray:
+def latent_interpolation(generator: keras.Model, classes: int, steps: int, seed: int) -> np.ndarray:
     """One row per class: images generated along a straight line between two noise vectors.
 
     Smooth rows mean the generator learnt a continuous latent space rather than memorising.
@@ -233,8 +243,25 @@ def latent_interpolation(generator, classes: int, steps: int, seed: int) -> np.n
     return generate_images(generator, noise, labels)
 
 
+def _load_judge(root: Path) -> keras.Model:
+    """The run's CNN, which judges the GAN's samples."""
+    import keras
+
+    judge_file = model_file(JUDGE_MODEL, root)
+    if not judge_file.is_file():
+        raise FileNotFoundError(
+            f"{judge_file} not found: the GAN is judged by the CNN, run train@{JUDGE_MODEL}"
+        )
+    return keras.models.load_model(judge_file, safe_mode=True)
+
+
 def evaluate_gan(
-    root: Path, x_train, x_test, class_names: list[str], params: dict[str, Any], seed: int
+    root: Path,
+    x_train: np.ndarray,
+    x_test: np.ndarray,
+    class_names: list[str],
+    params: EvaluateParams,
+    seed: int,
 ) -> dict[str, Any]:
     """Score the trained generator with the run's CNN; write sample, interpolation and confusion
     figures."""
@@ -242,13 +269,8 @@ def evaluate_gan(
 
     from tasks.figures import save_image_grid
 
-    generator = keras.models.load_model(root / model_dir("gan") / "generator.keras", safe_mode=True)
-    judge_file = root / model_dir("cnn") / "model.keras"
-    if not judge_file.is_file():
-        raise FileNotFoundError(
-            f"{judge_file} not found: the GAN is judged by the CNN, run train@cnn"
-        )
-    judge = keras.models.load_model(judge_file, safe_mode=True)
+    generator = keras.models.load_model(model_file("gan", root), safe_mode=True)
+    judge = _load_judge(root)
     metrics, labels, recognised = _score_generator(
         generator, judge, x_train, x_test, class_names, params, seed
     )
@@ -273,30 +295,28 @@ def evaluate_gan(
 
 
 def write_csv(path: Path, header: list[str], rows: Sequence[Sequence[Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
+    """A CSV plot file (`dvc plots`), written atomically."""
+    with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
 
 
+def rounded(value: Any) -> Any:
+    """Floats rounded to 6 decimals, in nested dicts too: metrics files diff cleanly."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {key: rounded(item) for key, item in value.items()}
+    return value
+
+
 def write_metrics(metrics: dict[str, Any], path: Path) -> None:
-    """Deterministic JSON (rounded floats, sorted keys), replaced atomically."""
-
-    def rounded(value: Any) -> Any:
-        if isinstance(value, float):
-            return round(value, 6)
-        if isinstance(value, dict):
-            return {k: rounded(v) for k, v in value.items()}
-        return value
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(rounded(metrics), indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
+    """Deterministic JSON (rounded floats, sorted keys, indent 2), replaced atomically."""
+    write_json(path, rounded(metrics))
 
 
-def evaluate(model: str, root: Path, params: dict[str, Any]) -> dict[str, Any]:
+def evaluate(model: str, root: Path, params: EvaluateParams, seed: int) -> dict[str, Any]:
     """Score `model` on the test split; write metrics/<model>.json and its plots."""
     from tasks.prepare import load_meta, load_splits
 
@@ -306,14 +326,7 @@ def evaluate(model: str, root: Path, params: dict[str, Any]) -> dict[str, Any]:
     if model in CLASSIFIERS:
         metrics = evaluate_classifier(model, root, splits.x["test"], splits.y["test"], class_names)
     else:
-        metrics = evaluate_gan(
-            root,
-            splits.x["train"],
-            splits.x["test"],
-            class_names,
-            section(params, "evaluate"),
-            int(section(params, "seed")),
-        )
+        metrics = evaluate_gan(root, splits.x["train"], splits.x["test"], class_names, params, seed)
     write_metrics(metrics, model_metrics_file(model, root))
     return metrics
 
@@ -325,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path("."))
     args = parser.parse_args(argv)
     try:
-        metrics = evaluate(args.model, args.root, load_params(args.params))
+        params = load_section(EvaluateParams, "evaluate", args.params)
+        metrics = evaluate(args.model, args.root, params, load_seed(args.params))
     except (ParamsError, FileNotFoundError) as error:
         print(f"evaluate {args.model} failed: {error}", file=sys.stderr)
         return 1
