@@ -51,13 +51,20 @@ def test_cnn_embedding_layer_gives_a_feature_extractor():
     assert infer(extractor, random_images(3, (8, 8, 1))).shape == (3, 12)
 
 
-def test_cnn_augmentation_is_inactive_at_inference():
-    model = build_cnn((8, 8, 1), 3, filters=(4,), dense_units=8, augment=True, seed=1)
+def test_cnn_augmentation_is_inactive_at_inference_and_active_in_training():
+    augmented = build_cnn((8, 8, 1), 3, filters=(4,), dense_units=8, augment=True, seed=1)
+    plain = build_cnn((8, 8, 1), 3, filters=(4,), dense_units=8)
+    for layer in plain.layers:  # same weights: the two models differ only by augmentation
+        augmented.get_layer(layer.name).set_weights(layer.get_weights())
     images = random_images(4, (8, 8, 1))
-    layer_names = [layer.name for layer in model.layers]
-    assert "random_translation" in layer_names
-    assert "random_rotation" in layer_names
-    np.testing.assert_array_equal(infer(model, images), infer(model, images))
+    layer_names = [layer.name for layer in augmented.layers]
+    assert "random_translation" in layer_names and "random_rotation" in layer_names
+    np.testing.assert_allclose(infer(augmented, images), infer(plain, images), rtol=1e-6)
+    # In training mode the random translation does move the pixels.
+    trained = keras.ops.convert_to_numpy(
+        augmented.get_layer("random_translation")(images.astype("float32"), training=True)
+    )
+    assert not np.allclose(trained, images)
 
 
 def test_reference_cnn_output_shape():

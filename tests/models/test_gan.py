@@ -11,6 +11,8 @@ from models import (
     build_generator,
     discriminator_loss,
     generator_loss,
+    pixels_to_tanh,
+    tanh_to_pixels,
 )
 
 LATENT_DIM = 8
@@ -192,9 +194,18 @@ def test_generate_returns_pixel_values_and_is_reproducible():
     same_seed = ConditionalGAN(gan.generator, gan.discriminator, LATENT_DIM, NUM_CLASSES, seed=3)
     np.testing.assert_allclose(same_seed.generate([0, 1, 2, 9]), images, rtol=1e-6)
     noise, _ = noise_and_labels(2)
-    np.testing.assert_allclose(
-        gan.generate([4, 5], noise=noise), gan.generate([4, 5], noise=noise), rtol=1e-6
+    raw = infer(gan.generator, [noise, np.array([[4], [5]], "int32")])
+    np.testing.assert_allclose(gan.generate([4, 5], noise=noise), tanh_to_pixels(raw), rtol=1e-6)
+
+
+def test_pixel_and_tanh_mappings_are_exact_inverses_on_the_pixel_range():
+    np.testing.assert_array_equal(
+        tanh_to_pixels(np.array([-1.0, 0.0, 1.0, 1.5, -2.0])), [0.0, 127.5, 255.0, 255.0, 0.0]
     )
+    pixels = np.arange(256, dtype="float32")
+    np.testing.assert_array_equal(pixels_to_tanh(np.array([0.0, 127.5, 255.0])), [-1.0, 0.0, 1.0])
+    np.testing.assert_allclose(tanh_to_pixels(pixels_to_tanh(pixels)), pixels, atol=1e-4)
+    assert tanh_to_pixels(np.zeros(3)).dtype == np.float32
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from tasks.ingest import IngestError, ingest, load_idx_source, read_manifest
-from tests.conftest import MNIST_DIR, tree_digest
 
 
 def write_idx(folder: Path, images: np.ndarray, labels: np.ndarray) -> None:
@@ -21,13 +20,16 @@ def write_idx(folder: Path, images: np.ndarray, labels: np.ndarray) -> None:
     (folder / "t-labels-idx1-ubyte.gz").write_bytes(gzip.compress(header + labels.tobytes()))
 
 
-def test_digits_ingest_is_byte_deterministic(tmp_path: Path) -> None:
+def test_digits_ingest_is_byte_deterministic(tmp_path: Path, tree_digest) -> None:
     first = ingest("digits", None, tmp_path / "a" / "data")
     ingest("digits", None, tmp_path / "b" / "data")
     assert first.count == 1797 and first.class_names == [str(i) for i in range(10)]
     assert tree_digest(tmp_path / "a" / "data") == tree_digest(tmp_path / "b" / "data")
     manifest = read_manifest(tmp_path / "a" / "data")
     assert manifest["image_shape"] == [8, 8, 1] and manifest["name"] == "digits"
+    assert manifest["count"] == 1797 and manifest["class_counts"]["3"] == 183
+    text = (tmp_path / "a" / "data" / "manifest.json").read_text()
+    assert text.startswith('{\n  "class_counts"') and text.endswith("}\n")  # sorted, indent 2
 
 
 def test_committed_data_version_matches_a_fresh_digits_ingest(tmp_path: Path) -> None:
@@ -56,7 +58,7 @@ def test_idx_source_round_trip(tmp_path: Path) -> None:
     assert result.name == "idx" and result.count == 30
 
 
-def test_truncated_idx_file_is_rejected_and_data_kept(tmp_path: Path) -> None:
+def test_truncated_idx_file_is_rejected_and_data_kept(tmp_path: Path, tree_digest) -> None:
     ingest("digits", None, tmp_path / "data")
     before = tree_digest(tmp_path / "data")
     images = np.zeros((10, 28, 28), np.uint8)
@@ -68,7 +70,7 @@ def test_truncated_idx_file_is_rejected_and_data_kept(tmp_path: Path) -> None:
     assert tree_digest(tmp_path / "data") == before
 
 
-def test_folder_source_reads_classes_and_rejects_corrupt_files(tmp_path: Path) -> None:
+def test_folder_source_reads_classes_and_rejects_corrupt_files(tmp_path: Path, tree_digest) -> None:
     source = tmp_path / "src"
     for label in ("cat", "dog"):
         (source / label).mkdir(parents=True)
@@ -107,9 +109,8 @@ def test_unknown_source_and_missing_path_are_clear_errors(tmp_path: Path) -> Non
         ingest("idx", None, tmp_path / "data")
 
 
-@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason=f"{MNIST_DIR} not present (shared dataset)")
-def test_real_mnist_idx_files_parse() -> None:
-    loaded = load_idx_source(MNIST_DIR)
+def test_real_mnist_idx_files_parse(mnist_dir: Path) -> None:
+    loaded = load_idx_source(mnist_dir)
     assert loaded.images.shape == (10000, 28, 28, 1)
     assert np.bincount(loaded.labels).tolist() == [
         980,

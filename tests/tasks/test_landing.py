@@ -30,6 +30,9 @@ def test_new_images_are_appended_and_the_landing_folder_emptied(tmp_path: Path) 
     batch = merge_landing(tmp_path / "landing", data)
     assert batch.files == 4 and batch.per_class == {"3": 4}
     assert len(list((data / "3").glob("*.png"))) == 183 + 4
+    # Numbered after the last file of the class, with the landed pixels.
+    landed = np.asarray(Image.open(data / "3" / "00185.png"))
+    np.testing.assert_array_equal(landed, np.full((8, 8), 20, np.uint8))
     manifest = json.loads((data / "manifest.json").read_text())
     assert manifest["count"] == 1797 + 4 and manifest["class_counts"]["3"] == 187
     assert pending_files(tmp_path / "landing") == []

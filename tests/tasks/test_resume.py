@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.paths import MODELS_DIR
-from tasks.train import CHECKPOINTS_DIR
+from tasks.paths import CHECKPOINTS_DIR, MODELS_DIR
 
 EPOCHS = 12
 
