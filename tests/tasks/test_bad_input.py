@@ -9,104 +9,64 @@ they were, so nothing downstream, training or registration, runs).
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-import struct
-import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
 
 from tasks.ingest import IngestError, ingest
-from tasks.paths import PREPARED_META_FILE, SPLITS_FILE, VALIDATION_METRICS
+from tasks.params import PrepareParams
+from tasks.paths import ACCEPTED_SUMMARY, PREPARED_META_FILE, SPLITS_FILE, VALIDATION_METRICS
 from tasks.prepare import prepare
-from tasks.validate import ACCEPTED_SUMMARY, ValidationError, run_validation
-from tests.conftest import tree_digest
+from tasks.validate import ValidationError, run_validation
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ("a", "b", "c")
 SIDE = 8
 
-
-def png_bytes(array: np.ndarray, fmt: str = "PNG") -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format=fmt)
-    return buffer.getvalue()
+# `files` below is the image_files fixture (tests/conftest.py): encoded good and bad images.
+MakeBad = Callable[[Path, Any], str]
 
 
-def noise(seed: int, shape: tuple[int, ...] = (SIDE, SIDE)) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+def _write(folder: Path, name: str, data: bytes) -> str:
+    (folder / name).write_bytes(data)
+    return name
 
 
-def write_source(folder: Path, counts: dict[str, int]) -> Path:
-    """A class-per-folder source of distinct random grayscale PNGs."""
-    seed = 0
-    for name, count in counts.items():
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        for index in range(count):
-            seed += 1
-            (folder / name / f"{index:04d}.png").write_bytes(png_bytes(noise(seed)))
-    return folder
-
-
-def bomb_png(width: int = 40_000, height: int = 40_000) -> bytes:
-    """A tiny PNG whose header declares width x height pixels (a decompression bomb)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-        + chunk(b"IEND", b"")
-    )
-
-
-def truncated_jpeg() -> bytes:
-    data = png_bytes(noise(99, (64, 64)), "JPEG")
-    return data[: len(data) // 2]
-
-
-# name -> (writes a bad file into a class folder, returns its name; fragment of the reason)
-BAD_FILES: dict[str, tuple[Callable[[Path], str], str]] = {
-    "corrupt png": (
-        lambda d: (
-            (d / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20) and "bad.png"
-        ),
-        "cannot",
-    ),
-    "truncated jpeg": (
-        lambda d: (d / "cut.jpg").write_bytes(truncated_jpeg()) and "cut.jpg",
-        "truncated",
-    ),
-    "zero-byte file": (lambda d: (d / "empty.png").write_bytes(b"") or "empty.png", "zero-byte"),
-    "text file with image extension": (
-        lambda d: (d / "notes.png").write_text("not an image\n") and "notes.png",
-        "not an image",
-    ),
-    "decompression bomb": (
-        lambda d: (d / "bomb.png").write_bytes(bomb_png()) and "bomb.png",
-        "decompression bomb",
-    ),
-}
-
-
-def escaping_symlink(folder: Path) -> str:
+def escaping_symlink(folder: Path, files: Any) -> str:
     outside = folder.parents[2] / "outside.png"
-    outside.write_bytes(png_bytes(noise(7)))
+    outside.write_bytes(files.encode(files.noise(7)))
     (folder / "link.png").symlink_to(outside)
     return "link.png"
 
 
-BAD_FILES["symlink escaping the data folder"] = (escaping_symlink, "outside")
+# name -> (writes a bad file into a class folder, returns its name; fragment of the reason)
+BAD_FILES: dict[str, tuple[MakeBad, str]] = {
+    "corrupt png": (
+        lambda d, files: _write(d, "bad.png", b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20),
+        "cannot",
+    ),
+    "truncated jpeg": (lambda d, files: _write(d, "cut.jpg", files.truncated_jpeg()), "truncated"),
+    "zero-byte file": (lambda d, files: _write(d, "empty.png", b""), "zero-byte"),
+    "text file with image extension": (
+        lambda d, files: _write(d, "notes.png", b"not an image\n"),
+        "not an image",
+    ),
+    "decompression bomb": (
+        lambda d, files: _write(d, "bomb.png", files.bomb_png()),
+        "decompression bomb",
+    ),
+    "symlink escaping the data folder": (escaping_symlink, "outside"),
+}
+# name -> (shape of a valid image that differs from the dataset's 8x8 grayscale)
+ODD_SHAPES: dict[str, tuple[int, ...]] = {
+    "rgb among grayscale": (SIDE, SIDE, 3),
+    "wrong size": (SIDE + 3, SIDE),
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,9 +75,11 @@ BAD_FILES["symlink escaping the data folder"] = (escaping_symlink, "outside")
 
 
 @pytest.fixture
-def ingested(tmp_path: Path) -> tuple[Path, Path, str]:
+def ingested(
+    tmp_path: Path, image_files: Any, tree_digest: Callable[[Path], str]
+) -> tuple[Path, Path, str]:
     """A good dataset already in data/ (the previous data version) and a source folder."""
-    source = write_source(tmp_path / "src" / "in", {name: 12 for name in CLASSES})
+    source = image_files.write_source(tmp_path / "src" / "in", {name: 12 for name in CLASSES})
     data = tmp_path / "repo" / "data"
     ingest("folder", source, data)
     return source, data, tree_digest(data)
@@ -125,32 +87,39 @@ def ingested(tmp_path: Path) -> tuple[Path, Path, str]:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
-def test_ingest_refuses_bad_file_and_keeps_previous_data(ingested, case: str) -> None:
+def test_ingest_refuses_bad_file_and_keeps_previous_data(
+    ingested: tuple[Path, Path, str],
+    image_files: Any,
+    tree_digest: Callable[[Path], str],
+    case: str,
+) -> None:
     source, data, before = ingested
     make, reason = BAD_FILES[case]
-    name = make(source / "b")
+    name = make(source / "b", image_files)
     with pytest.raises(IngestError, match=reason) as caught:
         ingest("folder", source, data)
     assert name in str(caught.value)
     assert tree_digest(data) == before
 
 
-@pytest.mark.parametrize(
-    ("case", "array", "fragment"),
-    [
-        ("rgb among grayscale", noise(5, (SIDE, SIDE, 3)), "different shapes"),
-        ("wrong size", noise(5, (SIDE + 3, SIDE)), "different shapes"),
-    ],
-)
-def test_ingest_refuses_mixed_shapes(ingested, case: str, array, fragment: str) -> None:
+@pytest.mark.parametrize("case", sorted(ODD_SHAPES))
+def test_ingest_refuses_mixed_shapes(
+    ingested: tuple[Path, Path, str],
+    image_files: Any,
+    tree_digest: Callable[[Path], str],
+    case: str,
+) -> None:
     source, data, before = ingested
-    (source / "a" / "odd.png").write_bytes(png_bytes(array))
-    with pytest.raises(IngestError, match=fragment):
+    odd = image_files.encode(image_files.noise(5, ODD_SHAPES[case]))
+    (source / "a" / "odd.png").write_bytes(odd)
+    with pytest.raises(IngestError, match="different shapes"):
         ingest("folder", source, data)
     assert tree_digest(data) == before
 
 
-def test_ingest_refuses_empty_class_folder_and_empty_dataset(ingested, tmp_path: Path) -> None:
+def test_ingest_refuses_empty_class_folder_and_empty_dataset(
+    ingested: tuple[Path, Path, str], tree_digest: Callable[[Path], str], tmp_path: Path
+) -> None:
     source, data, before = ingested
     (source / "d").mkdir()
     with pytest.raises(IngestError, match=r"d: class folder holds no PNG/JPEG images"):
@@ -162,7 +131,7 @@ def test_ingest_refuses_empty_class_folder_and_empty_dataset(ingested, tmp_path:
     assert tree_digest(data) == before
 
 
-def test_ingest_lists_every_bad_file_not_just_the_first(ingested) -> None:
+def test_ingest_lists_every_bad_file_not_just_the_first(ingested: tuple[Path, Path, str]) -> None:
     source, data, _ = ingested
     (source / "a" / "x.png").write_bytes(b"")
     (source / "c" / "y.png").write_text("text")
@@ -176,35 +145,52 @@ def test_ingest_lists_every_bad_file_not_just_the_first(ingested) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    """A repository root: params.yaml, an ingested good dataset, one accepted validation run."""
-    root = tmp_path / "repo"
-    ingest("folder", write_source(tmp_path / "src" / "in", {n: 30 for n in CLASSES}), root / "data")
-    shutil.copy2(REPO_ROOT / "params.yaml", root / "params.yaml")
-    run_pipeline_front(root)  # accepted: the previous data version's summary now exists
-    return root
-
-
 def run_pipeline_front(root: Path) -> dict:
     """prepare + validate as the DVC stages do; returns validation.json (raises on failure)."""
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    prepare(root / "data", root / SPLITS_FILE, root / PREPARED_META_FILE, params["prepare"], 42)
+    params = PrepareParams(**yaml.safe_load((root / "params.yaml").read_text())["prepare"])
+    prepare(root / "data", root / SPLITS_FILE, root / PREPARED_META_FILE, params, 42)
     run_validation(root, data_docs_dir=None)
     return json.loads((root / VALIDATION_METRICS).read_text())
 
 
-def failing(root: Path) -> tuple[dict, str]:
-    """Run prepare + validate expecting an error-severity failure; report and message."""
-    before_data = tree_digest(root / "data")
-    accepted = (root / ACCEPTED_SUMMARY).read_bytes()
-    with pytest.raises(ValidationError) as caught:
-        run_pipeline_front(root)
-    assert tree_digest(root / "data") == before_data  # prepare/validate never edit data/
-    assert (root / ACCEPTED_SUMMARY).read_bytes() == accepted  # previous version kept
-    report = json.loads((root / VALIDATION_METRICS).read_text())
-    assert report["success"] is False
-    return report, str(caught.value)
+@pytest.fixture
+def new_repo(tmp_path: Path, image_files: Any) -> Callable[[dict[str, int]], Path]:
+    """new_repo(counts): a repository root with params.yaml and an ingested random dataset."""
+
+    def make(counts: dict[str, int]) -> Path:
+        root = tmp_path / "repo"
+        ingest("folder", image_files.write_source(tmp_path / "src" / "in", counts), root / "data")
+        shutil.copy2(REPO_ROOT / "params.yaml", root / "params.yaml")
+        return root
+
+    return make
+
+
+@pytest.fixture
+def repo(new_repo: Callable[[dict[str, int]], Path]) -> Path:
+    """A repository root: params.yaml, an ingested good dataset, one accepted validation run."""
+    root = new_repo({name: 30 for name in CLASSES})
+    run_pipeline_front(root)  # accepted: the previous data version's summary now exists
+    return root
+
+
+@pytest.fixture
+def failing(tree_digest: Callable[[Path], str]) -> Callable[[Path], tuple[dict, str]]:
+    """failing(root): prepare + validate expecting an error-severity failure; report, message.
+    Also checks that data/ and the last accepted data version are untouched."""
+
+    def run(root: Path) -> tuple[dict, str]:
+        before_data = tree_digest(root / "data")
+        accepted = (root / ACCEPTED_SUMMARY).read_bytes()
+        with pytest.raises(ValidationError) as caught:
+            run_pipeline_front(root)
+        assert tree_digest(root / "data") == before_data  # prepare/validate never edit data/
+        assert (root / ACCEPTED_SUMMARY).read_bytes() == accepted  # previous version kept
+        report = json.loads((root / VALIDATION_METRICS).read_text())
+        assert report["success"] is False
+        return report, str(caught.value)
+
+    return run
 
 
 def check(report: dict, name: str) -> dict:
@@ -213,9 +199,11 @@ def check(report: dict, name: str) -> dict:
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("case", sorted(BAD_FILES))
-def test_bad_file_in_data_is_recorded_and_stops_validation(repo: Path, case: str) -> None:
+def test_bad_file_in_data_is_recorded_and_stops_validation(
+    repo: Path, failing: Callable[[Path], tuple[dict, str]], image_files: Any, case: str
+) -> None:
     make, reason = BAD_FILES[case]
-    name = make(repo / "data" / "b")
+    name = make(repo / "data" / "b", image_files)
     report, message = failing(repo)
     assert report["failed_checks"] == ["decodes"]
     decodes = check(report, "decodes")
@@ -224,24 +212,23 @@ def test_bad_file_in_data_is_recorded_and_stops_validation(repo: Path, case: str
     assert f"b/{name}" in message and "decodes [error]: observed 1" in message
 
 
-@pytest.mark.parametrize(
-    ("case", "array"),
-    [
-        ("rgb among grayscale", noise(5, (SIDE, SIDE, 3))),
-        ("wrong size", noise(5, (SIDE + 3, SIDE))),
-    ],
-)
-def test_odd_shape_in_data_fails_image_shape(repo: Path, case: str, array) -> None:
-    (repo / "data" / "a" / "odd.png").write_bytes(png_bytes(array))
+@pytest.mark.parametrize("case", sorted(ODD_SHAPES))
+def test_odd_shape_in_data_fails_image_shape(
+    repo: Path, failing: Callable[[Path], tuple[dict, str]], image_files: Any, case: str
+) -> None:
+    odd = image_files.encode(image_files.noise(5, ODD_SHAPES[case]))
+    (repo / "data" / "a" / "odd.png").write_bytes(odd)
     report, message = failing(repo)
     assert report["failed_checks"] == ["image_shape"]
     shape = check(report, "image_shape")
-    assert shape["offending"] == ["a/odd.png"]
+    assert shape["offending"] == ["a/odd.png"] and shape["offending_count"] == 1
     assert shape["observed"]["8x8x1"] == 90
     assert "a/odd.png" in message
 
 
-def test_empty_class_folder_fails_classes_present(repo: Path) -> None:
+def test_empty_class_folder_fails_classes_present(
+    repo: Path, failing: Callable[[Path], tuple[dict, str]]
+) -> None:
     for file in (repo / "data" / "c").iterdir():
         file.unlink()
     report, _ = failing(repo)
@@ -249,7 +236,9 @@ def test_empty_class_folder_fails_classes_present(repo: Path) -> None:
     assert check(report, "classes_present")["observed"] == {"classes": 3, "missing": ["c"]}
 
 
-def test_undeclared_class_folder_fails_label_set(repo: Path) -> None:
+def test_undeclared_class_folder_fails_label_set(
+    repo: Path, failing: Callable[[Path], tuple[dict, str]]
+) -> None:
     shutil.copytree(repo / "data" / "a", repo / "data" / "zebra")
     report, _ = failing(repo)
     assert "label_set" in report["failed_checks"]
@@ -257,19 +246,15 @@ def test_undeclared_class_folder_fails_label_set(repo: Path) -> None:
     assert label_set["observed"] == ["zebra"] and label_set["offending_count"] == 30
 
 
-def test_single_class_dataset_fails(tmp_path: Path) -> None:
-    root = tmp_path / "repo"
-    ingest("folder", write_source(tmp_path / "src", {"only": 40}), root / "data")
-    shutil.copy2(REPO_ROOT / "params.yaml", root / "params.yaml")
+def test_single_class_dataset_fails(new_repo: Callable[[dict[str, int]], Path]) -> None:
+    root = new_repo({"only": 40})
     with pytest.raises(ValidationError, match="classes_present"):
         run_pipeline_front(root)
     assert not (root / ACCEPTED_SUMMARY).exists()
 
 
-def test_hundred_to_one_imbalance_stops_the_run(tmp_path: Path) -> None:
-    root = tmp_path / "repo"
-    ingest("folder", write_source(tmp_path / "src", {"big": 2000, "small": 20}), root / "data")
-    shutil.copy2(REPO_ROOT / "params.yaml", root / "params.yaml")
+def test_hundred_to_one_imbalance_stops_the_run(new_repo: Callable[[dict[str, int]], Path]) -> None:
+    root = new_repo({"big": 2000, "small": 20})
     with pytest.raises(ValidationError, match=r"imbalance_ratio \[error\]: observed 100\.0"):
         run_pipeline_front(root)
     report = json.loads((root / VALIDATION_METRICS).read_text())
@@ -277,7 +262,9 @@ def test_hundred_to_one_imbalance_stops_the_run(tmp_path: Path) -> None:
     assert report["imbalance_ratio"] == 100.0
 
 
-def test_same_image_in_train_and_test_fails_exact_leakage(repo: Path) -> None:
+def test_same_image_in_train_and_test_fails_exact_leakage(
+    repo: Path, failing: Callable[[Path], tuple[dict, str]]
+) -> None:
     original = repo / "data" / "a" / "00000.png"
     for index in range(12):  # copies spread over the splits (seeded, so deterministic)
         shutil.copy2(original, repo / "data" / "a" / f"copy{index:02d}.png")
