@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
 MNIST_DIR = REPO_ROOT.parent / "shared" / "datasets" / "mnist-10k"
 NOISE = 6  # max absolute pixel change of a perturbed copy
 PYCACHE = Path(tempfile.gettempdir()) / "imgflow-bench-pycache"
@@ -37,8 +38,8 @@ PYCACHE = Path(tempfile.gettempdir()) / "imgflow-bench-pycache"
 
 def build_dataset(repo: Path, copies: int, seed: int = 0) -> int:
     """Write the perturbed MNIST copies as repo/data; returns the image count."""
-    sys.path.insert(0, str(REPO_ROOT))
     from tasks.ingest import SourceImages, load_idx_source, write_image_folder
+    from tasks.paths import DATA_DIR, PARAMS_FILE
 
     base = load_idx_source(MNIST_DIR)
     rng = np.random.default_rng(seed)
@@ -49,8 +50,8 @@ def build_dataset(repo: Path, copies: int, seed: int = 0) -> int:
     loaded = SourceImages(
         np.concatenate(images), np.tile(base.labels, copies), base.class_names, base.origin
     )
-    write_image_folder(loaded, repo / "data", "mnist-bench", "idx")
-    shutil.copy2(REPO_ROOT / "params.yaml", repo / "params.yaml")
+    write_image_folder(loaded, repo / DATA_DIR, "mnist-bench", "idx")
+    shutil.copy2(REPO_ROOT / PARAMS_FILE, repo / PARAMS_FILE)
     return len(loaded.labels)
 
 
@@ -103,7 +104,9 @@ def main() -> int:
                 f"cpu {cpu:5.1f} s  load {os.getloadavg()[0]:.2f}",
                 flush=True,
             )
-        report = json.loads((repo / "metrics" / "validation.json").read_text())
+        from tasks.paths import VALIDATION_METRICS
+
+        report = json.loads((repo / VALIDATION_METRICS).read_text())
         failed = report["failed_checks"]
         print(f"last validation: success={report['success']} failed={failed}")
         print(output.splitlines()[0] if output else "")
