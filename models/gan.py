@@ -11,6 +11,8 @@ Conventions:
   BCE(1, D(fake)) = -log D(G(z)) instead of log(1 - D(G(z))), which saturates early in training.
 """
 
+from typing import Any
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -29,18 +31,18 @@ _binary_crossentropy = keras.losses.BinaryCrossentropy(from_logits=True)
 _class_crossentropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def pixels_to_tanh(images):
+def pixels_to_tanh(images: Any) -> Any:
     """Map float pixel values 0..255 to the generator's [-1, 1] range (arrays or tensors)."""
     return images / PIXEL_HALF_RANGE - 1.0
 
 
-def tanh_to_pixels(images) -> np.ndarray:
+def tanh_to_pixels(images: Any) -> np.ndarray:
     """Map generator outputs in [-1, 1] to float32 pixel values, clipped to 0..255."""
     pixels = (np.asarray(images, dtype="float32") + 1.0) * PIXEL_HALF_RANGE
     return np.clip(pixels, 0.0, 255.0)
 
 
-def discriminator_loss(real_logits, fake_logits, real_label: float = 1.0):
+def discriminator_loss(real_logits: Any, fake_logits: Any, real_label: float = 1.0) -> Any:
     """Return BCE(real_label, D(real)) + BCE(0, D(fake)) on logits, averaged over the batch.
 
     A `real_label` below 1 (e.g. 0.9) is one-sided label smoothing: only the real targets are
@@ -51,7 +53,7 @@ def discriminator_loss(real_logits, fake_logits, real_label: float = 1.0):
     return real_loss + fake_loss
 
 
-def generator_loss(fake_logits):
+def generator_loss(fake_logits: Any) -> Any:
     """Return the non-saturating generator loss BCE(1, D(fake)) = mean(-log sigmoid(logits))."""
     return _binary_crossentropy(ops.ones_like(fake_logits), fake_logits)
 
@@ -157,8 +159,8 @@ class ConditionalGAN(keras.Model):
         seed: int | None = None,
         label_smoothing: float = 0.0,
         class_loss_weight: float = 1.0,
-        **kwargs,
-    ):
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.latent_dim = check_positive_int(latent_dim, "latent_dim")
         self.num_classes = check_num_classes(num_classes)
@@ -188,7 +190,7 @@ class ConditionalGAN(keras.Model):
         self,
         generator_optimizer: keras.optimizers.Optimizer,
         discriminator_optimizer: keras.optimizers.Optimizer,
-        **kwargs,
+        **kwargs: Any,
     ) -> None:
         """Set one optimizer per network; extra keyword arguments go to `keras.Model.compile`.
 
@@ -201,14 +203,14 @@ class ConditionalGAN(keras.Model):
         self.generator_optimizer = generator_optimizer
         self.discriminator_optimizer = discriminator_optimizer
 
-    def call(self, inputs, training: bool = False):
+    def call(self, inputs: Any, training: bool = False) -> Any:
         """Generate images in [-1, 1] from [noise, label]."""
         return self.generator(inputs, training=training)
 
-    def _sample_noise(self, batch_size):
+    def _sample_noise(self, batch_size: Any) -> Any:
         return keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
 
-    def train_step(self, data):
+    def train_step(self, data: Any) -> dict[str, Any]:
         """One simultaneous discriminator and generator update on a batch of (images, labels).
 
         One forward pass serves both updates (as in the TensorFlow DCGAN tutorial): the fakes
@@ -248,7 +250,7 @@ class ConditionalGAN(keras.Model):
         self.g_loss_tracker.update_state(g_loss)
         return {metric.name: metric.result() for metric in self.metrics}
 
-    def generate(self, labels, noise=None, batch_size: int = 256) -> np.ndarray:
+    def generate(self, labels: Any, noise: Any = None, batch_size: int = 256) -> np.ndarray:
         """Generate one image per label; returns float32 pixel values in [0, 255].
 
         `noise` defaults to fresh standard-normal samples from the model's seed generator.

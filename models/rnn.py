@@ -18,7 +18,9 @@ from models._checks import (
 )
 
 
-def _rows_as_sequence(inputs: keras.KerasTensor, height: int, width: int, channels: int):
+def _rows_as_sequence(
+    inputs: keras.KerasTensor, height: int, width: int, channels: int
+) -> keras.KerasTensor:
     """Reshape (H, W, C) images to (H, W*C) row sequences and rescale them to [0, 1]."""
     x = layers.Reshape((height, width * channels), name="rows")(inputs)
     return layers.Rescaling(1.0 / 255, name="rescale")(x)
