@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO, Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BARE_SCRIPT = REPO_ROOT.parent / "shared" / "bench" / "bare_keras.py"
@@ -56,7 +57,7 @@ def load_bare(mnist_dir: Path) -> dict:
     return namespace
 
 
-def epoch_timer():
+def epoch_timer() -> Any:
     import keras
 
     class EpochTimer(keras.callbacks.Callback):
@@ -64,20 +65,25 @@ def epoch_timer():
             super().__init__()
             self.seconds: list[float] = []
 
-        def on_epoch_begin(self, epoch, logs=None) -> None:
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
             self._start = time.perf_counter()
 
-        def on_epoch_end(self, epoch, logs=None) -> None:
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             self.seconds.append(time.perf_counter() - self._start)
 
     return EpochTimer()
 
 
+def model_section(model: str) -> Any:
+    """The model's typed section of params.yaml (its XLA, steps-per-call and unroll settings)."""
+    from tasks.params import TrainParams, load_section
+
+    return load_section(TrainParams, "train", REPO_ROOT / "params.yaml").model(model)
+
+
 def speed_settings(model: str) -> dict:
     """The compile settings params.yaml gives this model's training (XLA, steps per call)."""
-    from tasks.params import load_params
-
-    section = load_params(REPO_ROOT / "params.yaml")["train"][model]
+    section = model_section(model).model_dump()
     keys = ("jit_compile", "steps_per_execution", "unroll")
     return {key: section[key] for key in keys if key in section}
 
@@ -103,40 +109,29 @@ class TurnTaker:
             return
 
         from models import build_reference_cnn, build_reference_rnn
-        from tasks.train import (
-            _backup_callback,
-            _progress_callback,
-            _training_record_callback,
-            compile_model,
-            make_dataset,
-        )
+        from tasks.callbacks import AtomicBackupAndRestore, EpochProgress, TrainingRecord
+        from tasks.train import compile_model, make_dataset
 
         # The same images as bare_keras.py, back in raw 0..255 uint8 as the pipeline stores them.
         images = np.rint(bare["xtr"] * 255).astype(np.uint8)[..., None]
-        settings = speed_settings(model)
+        section = model_section(model)
         if model == "cnn":
             self.network = build_reference_cnn((28, 28, 1), 10)
         else:
-            self.network = build_reference_rnn(
-                (28, 28, 1), 10, unroll=bool(settings.get("unroll", False))
-            )
-        params = {
-            **settings,
-            "epochs": epochs,
-            "batch_size": BATCH_SIZE,
-            "optimizer": "adam",
-            "learning_rate": 0.001,
-        }
+            self.network = build_reference_rnn((28, 28, 1), 10, unroll=section.unroll)
+        update = {"epochs": epochs, "batch_size": BATCH_SIZE, "optimizer": "adam"}
+        update["learning_rate"] = 0.001
         if jit is not None:
-            params["jit_compile"] = jit
-        compile_model(model, self.network, params, -(-len(images) // BATCH_SIZE))
+            update["jit_compile"] = jit
+        params = section.model_copy(update=update)
+        compile_model(self.network, params, -(-len(images) // BATCH_SIZE))
         data = make_dataset(images, bare["ytr"], BATCH_SIZE, shuffle_seed=42)
         self.fit_kwargs = {"x": data, "shuffle": False}
         checkpoints = self.scratch = Path(tempfile.mkdtemp(prefix="bench-train-"))
         self.callbacks = [
-            _training_record_callback(checkpoints, None),
-            _backup_callback(checkpoints / "backup"),
-            _progress_callback(model, epochs, len(images)),
+            TrainingRecord(checkpoints, None),
+            AtomicBackupAndRestore(checkpoints / "backup"),
+            EpochProgress(model, epochs, len(images)),
             self.timer,
         ]
         self.images = len(images)
@@ -166,7 +161,7 @@ def worker(side: str, model: str, epochs: int, jit: bool | None) -> None:
             shutil.rmtree(trainer.scratch, ignore_errors=True)
 
 
-def start_worker(side: str, model: str, epochs: int, jit: bool | None) -> subprocess.Popen:
+def start_worker(side: str, model: str, epochs: int, jit: bool | None) -> subprocess.Popen[str]:
     command = [sys.executable, __file__, "--worker", side, model, "--epochs", str(epochs)]
     if jit is not None:
         command.append("--jit" if jit else "--no-jit")
@@ -181,12 +176,19 @@ def start_worker(side: str, model: str, epochs: int, jit: bool | None) -> subpro
     )
 
 
-def read_reply(process: subprocess.Popen) -> dict:
+def _pipes(process: subprocess.Popen[str]) -> tuple[IO[str], IO[str]]:
+    """The worker's stdin and stdout (both are pipes: start_worker opens them)."""
+    if process.stdin is None or process.stdout is None:
+        raise RuntimeError("the worker was started without pipes")
+    return process.stdin, process.stdout
+
+
+def read_reply(process: subprocess.Popen[str]) -> dict:
     """The worker's next reply; other output (the pipeline's progress lines) is skipped."""
-    for line in process.stdout:
+    for line in _pipes(process)[1]:
         if line.startswith(REPLY):
             return json.loads(line[len(REPLY) :])
-    raise SystemExit(f"{' '.join(process.args)} stopped early (exit {process.wait()})")
+    raise SystemExit(f"{process.args!r} stopped early (exit {process.wait()})")
 
 
 def race(model: str, epochs: int, jit: bool | None) -> dict:
@@ -197,15 +199,16 @@ def race(model: str, epochs: int, jit: bool | None) -> dict:
     rates: dict[str, list[float]] = {side: [] for side in sides}
     for epoch in range(epochs):
         for side in sides if epoch % 2 == 0 else sides[::-1]:
-            processes[side].stdin.write("go\n")
-            processes[side].stdin.flush()
+            stdin = _pipes(processes[side])[0]
+            stdin.write("go\n")
+            stdin.flush()
             rates[side].append(images[side] / read_reply(processes[side])["seconds"])
     peak = {}
     for side, process in processes.items():
-        process.stdin.close()
+        _pipes(process)[0].close()
         _, status, usage = os.wait4(process.pid, 0)
         if status:
-            raise SystemExit(f"{' '.join(process.args)} failed (status {status})")
+            raise SystemExit(f"{process.args!r} failed (status {status})")
         peak[side] = usage.ru_maxrss / 1024  # Linux reports KiB
     return {"rates": rates, "peak_rss_mib": peak}
 
@@ -223,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", nargs=2, metavar=("SIDE", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(*args.worker, args.epochs, args.jit)
+        side, model = args.worker
+        worker(side, model, args.epochs, args.jit)
         return 0
     if not MNIST_DIR.is_dir() or not BARE_SCRIPT.is_file():
         print(f"skipped: {MNIST_DIR} or {BARE_SCRIPT} not found", file=sys.stderr)
