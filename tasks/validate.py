@@ -40,7 +40,7 @@ from tasks.paths import (
 from tasks.profile import read_profile
 from tasks.validation.checks import check_severities
 from tasks.validation.drift import load_accepted, summarise, write_accepted
-from tasks.validation.duplicates import close_hash_pairs
+from tasks.validation.duplicates import close_hash_pairs  # re-export: tests/tasks/test_profile.py
 from tasks.validation.report import (
     ValidationError,
     ValidationReport,
@@ -49,13 +49,11 @@ from tasks.validation.report import (
     write_report,
 )
 from tasks.validation.runner import validate_profile
-from tasks.validation.stats import compute_class_weights
 
 __all__ = [
     "ACCEPTED_SUMMARY",
     "ValidationError",
     "close_hash_pairs",
-    "compute_class_weights",
     "load_class_names",
     "main",
     "run_validation",
