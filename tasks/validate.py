@@ -40,7 +40,6 @@ from tasks.paths import (
 from tasks.profile import read_profile
 from tasks.validation.checks import check_severities
 from tasks.validation.drift import load_accepted, summarise, write_accepted
-from tasks.validation.duplicates import close_hash_pairs  # re-export: tests/tasks/test_profile.py
 from tasks.validation.report import (
     ValidationError,
     ValidationReport,
@@ -53,7 +52,6 @@ from tasks.validation.runner import validate_profile
 __all__ = [
     "ACCEPTED_SUMMARY",
     "ValidationError",
-    "close_hash_pairs",
     "load_class_names",
     "main",
     "run_validation",

@@ -23,7 +23,7 @@ from markupsafe import Markup
 from tasks.atomic import write_text
 from tasks.paths import DATA_DVC_FILE, RUN_REPORT_HTML, RUN_REPORT_MARKDOWN, images_dir
 from tasks.registry.versions import RegisteredModel
-from tasks.validation_table import VALIDATION_TABLE_HEADER, validation_rows
+from tasks.validation.report import VALIDATION_TABLE_HEADER, validation_rows
 
 LOWER_IS_BETTER = {"test_loss", "expected_calibration_error", "frechet_distance"}
 REFERENCE_METRICS = {"frechet_floor"}  # a property of the data (train vs test), not the model

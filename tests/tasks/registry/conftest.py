@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import yaml
 
-from tasks.paths import model_dir
+from tasks.paths import VALIDATION_METRICS, model_dir
 from tasks.registry.stage_params import StageParams
+from tasks.validation.report import CheckResult, ValidationReport, write_report
 
 DATASET = "digits"
 IMAGE_SHAPE = (8, 8, 1)
@@ -59,7 +60,7 @@ def save_tiny_models(out: Path) -> Path:
             keras.Input(IMAGE_SHAPE),
             keras.layers.Rescaling(1 / 255),
             keras.layers.Conv2D(2, 3, activation="relu"),
-            # The GAN's judge needs an "embedding" layer (tasks.evaluate.EMBEDDING_LAYER).
+            # The GAN's judge needs an "embedding" layer (models.EMBEDDING_LAYER_NAME).
             keras.layers.Flatten(name="embedding"),
             keras.layers.Dense(len(CLASSES), activation="softmax"),
         ]
@@ -152,9 +153,11 @@ def build_root(root: Path, keras_files: Path) -> Path:
     meta = {"name": DATASET, "class_names": CLASSES, "image_shape": list(IMAGE_SHAPE)}
     write_json(root / "artifacts/prepared/meta.json", meta)
     write_splits(root)
-    checks = [{"name": "class_balance", "success": True, "kl_divergence": 0.01}]
-    validation = {"success": True, "checks": checks, "class_weights": {"0": 1.0}}
-    write_json(root / "metrics/validation.json", validation)
+    # Written by the validation step's own report writer, with a real check of its suite.
+    class_kl = CheckResult("class_kl", True, 0.01, "<= 0.02 (warning), <= 0.5 (error)")
+    write_report(
+        ValidationReport([class_kl], class_weights={"0": 1.0}), root / VALIDATION_METRICS
+    )
     for model in ("cnn", "rnn", "gan"):
         _write_model(root, model, keras_files)
     (root / "plots/images/gan").mkdir(parents=True)

@@ -20,7 +20,7 @@ def test_lineage_cli_prints_run_data_version_validation_and_commit(
     assert "val_loss: 3 epochs" in out
     assert "Data version (data.dvc md5): 0123456789abcdef0123456789abcdef.dir" in out
     assert "dvc checkout data.dvc" in out
-    assert "class_balance: ok" in out  # the validation report of that data
+    assert "class_kl: ok, observed 0.01" in out  # the validation report of that data
     assert "Git commit: unknown" in out
     assert "Gate: promoted" in out
     assert cli_main(["lineage", "digits-cnn", "7"]) == 1

@@ -75,7 +75,7 @@ def test_parent_run_has_three_nested_runs_sharing_the_pipeline_tag(registered, f
     assert parent.data.tags["dataset"] == fake_repo.dataset
     assert parent.data.tags["git_commit"]
     assert parent.data.metrics["validation.success"] == 1.0
-    assert parent.data.metrics["validation.checks.class_balance.kl_divergence"] == 0.01
+    assert parent.data.metrics["validation.checks.class_kl.observed"] == 0.01
     parent_files = [item.path for item in client.list_artifacts(parent.info.run_id, "validation")]
     assert parent_files == ["validation/validation.json"]
     children = [run for run in runs if run is not parent]
