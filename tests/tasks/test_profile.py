@@ -6,7 +6,6 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from tasks.profile import decode_file, dhash, hamming, profile_files
 
