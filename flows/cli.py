@@ -8,8 +8,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tasks.ingest import SOURCES
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 MLFLOW_UI_PORT = 5000
 # The temporary local Prefect server needs ~20 s on a new PREFECT_HOME (database migrations),
@@ -78,12 +82,12 @@ def _ui(args: argparse.Namespace) -> int:
     return 0
 
 
-def _registry_client():
+def _registry_client() -> MlflowClient:
     from mlflow import MlflowClient
 
-    from tasks.register import tracking_uri
+    from tasks.settings import Settings
 
-    uri = tracking_uri()
+    uri = Settings.from_environment().tracking_uri
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

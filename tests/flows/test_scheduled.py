@@ -5,12 +5,8 @@ with no new data training nothing."""
 
 from __future__ import annotations
 
-import json
 import os
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,33 +14,8 @@ import pytest
 from PIL import Image
 
 from tasks.lineage import data_version
-from tests.conftest import registered_versions
 
 pytestmark = [pytest.mark.slow, pytest.mark.pipeline]
-
-
-@contextmanager
-def webhook_listener() -> Iterator[tuple[str, list[dict]]]:
-    """An HTTP endpoint on 127.0.0.1 recording every JSON document POSTed to it."""
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", 0))
-            received.append(json.loads(self.rfile.read(length)))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
-    finally:
-        server.shutdown()
 
 
 def flow_runs_of(client, flow_name: str) -> list:
@@ -54,7 +25,10 @@ def flow_runs_of(client, flow_name: str) -> list:
 
 
 def test_retrain_deployment_dispatches_trainings_to_gpu_workers(
-    repo_copy: Path, tmp_path: Path
+    repo_copy: Path,
+    tmp_path: Path,
+    webhook_listener: tuple[str, list[dict]],
+    registered_versions: Callable[[str], dict[str, list[str]]],
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
@@ -65,8 +39,8 @@ def test_retrain_deployment_dispatches_trainings_to_gpu_workers(
     from tasks.settings import Settings
 
     logs = tmp_path / "logs"
+    webhook_url, received = webhook_listener
     with (
-        webhook_listener() as (webhook_url, received),
         local_stack(tmp_path / "prefect-home", log_dir=logs) as stack,
         temporary_settings({PREFECT_API_URL: stack.api_url}),
     ):

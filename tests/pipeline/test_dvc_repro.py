@@ -6,12 +6,11 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
-
-from tests.conftest import registered_versions
 
 pytestmark = pytest.mark.pipeline
 
@@ -28,7 +27,9 @@ def stages_run(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
 
-def test_dvc_repro_trains_registers_and_reruns_only_what_changed(repo_copy: Path) -> None:
+def test_dvc_repro_trains_registers_and_reruns_only_what_changed(
+    repo_copy: Path, registered_versions: Callable[[str], dict[str, list[str]]]
+) -> None:
     first = dvc("repro")
     assert stages_run(first) == {
         "prepare",
@@ -43,9 +44,15 @@ def test_dvc_repro_trains_registers_and_reruns_only_what_changed(repo_copy: Path
     }
     versions = registered_versions(os.environ["MLFLOW_TRACKING_URI"])
     assert versions == {"digits-cnn": ["1"], "digits-rnn": ["1"], "digits-gan": ["1"]}
+    registry = json.loads(Path("reports/registry.json").read_text())
     for model in ("cnn", "rnn"):
         metrics = json.loads(Path(f"metrics/{model}.json").read_text())
-        assert 0.0 <= metrics["test_accuracy"] <= 1.0
+        # What register logged and reported is exactly what evaluate wrote.
+        entry = next(item for item in registry if item["model"] == model)
+        assert entry["headline_value"] == metrics[entry["headline_metric"]]
+        # The confusion matrix plot covers every test image once.
+        confusion = Path(f"plots/confusion/{model}.csv").read_text().splitlines()
+        assert len(confusion) - 1 == metrics["test_images"]
     gan = json.loads(Path("metrics/gan.json").read_text())
     assert {"recognisable_share", "classes_covered", "frechet_distance"} <= gan.keys()
     assert "Data and pipelines are up to date" in dvc("status")

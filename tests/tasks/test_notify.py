@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from tasks.notify import run_payload, send_webhook
-from tests.flows.test_scheduled import webhook_listener
 
 
-def test_webhook_delivers_json_document() -> None:
-    with webhook_listener() as (url, received):
-        assert send_webhook(url, run_payload("retrain", "calm-fox", "Failed", "train@cnn failed"))
+def test_webhook_delivers_json_document(webhook_listener: tuple[str, list[dict]]) -> None:
+    url, received = webhook_listener
+    payload = run_payload("retrain", "calm-fox", "Failed", "train@cnn failed")
+    assert send_webhook(url, payload)
+    assert received == [payload]
     assert received[0]["state"] == "Failed" and "train@cnn failed" in received[0]["text"]
 
 
