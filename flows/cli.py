@@ -92,7 +92,8 @@ def _registry_client() -> MlflowClient:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from tasks.promote import PromotionError, rollback
+    from tasks.registry.champion import PromotionError
+    from tasks.registry.rollback import rollback
 
     try:
         done = rollback(
@@ -114,7 +115,8 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _lineage(args: argparse.Namespace) -> int:
-    from tasks.lineage import LineageError, describe_version
+    from tasks.registry.describe import describe_version
+    from tasks.registry.lineage import LineageError
 
     try:
         print(describe_version(_registry_client(), args.name, args.ref))

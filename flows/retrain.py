@@ -29,14 +29,14 @@ from flows.dispatch import dispatch_training
 from tasks.dag import Stage, read_stage_graph, walk
 from tasks.ingest import ensure_dataset, version_data
 from tasks.landing import merge_landing
-from tasks.lineage import data_version
 from tasks.notify import run_payload, send_webhook
 from tasks.paths import DATA_DIR, MODEL_NAMES, VALIDATION_METRICS
+from tasks.registry.lineage import data_version
+from tasks.registry.run_report import read_markdown
 from tasks.report import RunSummary, read_run_summary, summary_markdown
-from tasks.run_report import read_markdown
 from tasks.settings import Settings
 from tasks.stages import StageRun, pipeline_up_to_date, run_stage
-from tasks.validate import validation_markdown
+from tasks.validation.report import validation_markdown
 
 TRAINING_TIMEOUT_SECONDS = Settings.from_environment().training_timeout_seconds
 # One thread per model, so the three trainings run at once.

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-from tasks.lineage import data_version
 from tasks.paths import MODEL_NAMES
+from tasks.registry.lineage import data_version
 from tasks.stages import push_outputs, run_stage, sync_data_version
 
 

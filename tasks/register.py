@@ -62,7 +62,7 @@ from tasks.registry.versions import (
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["RegisterError", "StageParams", "main", "register_models", "tracking_uri"]
+__all__ = ["RegisterError", "StageParams", "main", "register_models"]
 
 # (inputs, None): a new version to register; (inputs, entry): a version registered before a
 # crash that the gate never decided on: it is gated now, not registered again.
