@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.lineage import data_version
+from tasks.registry.lineage import data_version
 
 pytestmark = [pytest.mark.slow, pytest.mark.pipeline]
 

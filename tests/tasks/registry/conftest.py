@@ -155,9 +155,7 @@ def build_root(root: Path, keras_files: Path) -> Path:
     write_splits(root)
     # Written by the validation step's own report writer, with a real check of its suite.
     class_kl = CheckResult("class_kl", True, 0.01, "<= 0.02 (warning), <= 0.5 (error)")
-    write_report(
-        ValidationReport([class_kl], class_weights={"0": 1.0}), root / VALIDATION_METRICS
-    )
+    write_report(ValidationReport([class_kl], class_weights={"0": 1.0}), root / VALIDATION_METRICS)
     for model in ("cnn", "rnn", "gan"):
         _write_model(root, model, keras_files)
     (root / "plots/images/gan").mkdir(parents=True)
