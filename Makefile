@@ -41,7 +41,7 @@ lint: $(STAMP) ## ruff lint (complexity <= 12) and format check, mypy, functions
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
-	$(RUN) python .ci/function_length.py --max-lines 60
+	$(RUN) python .ci/code_shape.py --fail
 
 typecheck: $(STAMP) ## mypy on flows/, tasks/, models/ (settings in pyproject.toml)
 	$(RUN) mypy
