@@ -363,13 +363,19 @@ def save_network(
     return record.epochs_run or params.epochs
 
 
+def write_training_record(result: TrainResult, directory: Path) -> Path:
+    """train.json: what the training did, next to the model it describes."""
+    record = json.dumps(asdict(result), indent=2, sort_keys=True)
+    return write_text(directory / TRAINING_RECORD, record)
+
+
 def publish(model: str, root: Path, staging: Path, result: TrainResult) -> None:
     """Write train.json, swap the staged model folder in, write the curves, drop the checkpoint.
 
     The model folder is built complete under a hidden name and renamed into place, so readers
     see the previous model or the new one, never a mix.
     """
-    write_text(staging / TRAINING_RECORD, json.dumps(asdict(result), indent=2, sort_keys=True))
+    write_training_record(result, staging)
     final = model_dir(model, root)
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)

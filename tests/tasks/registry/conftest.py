@@ -5,7 +5,6 @@ registration for read-only tests."""
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,8 +15,24 @@ import numpy as np
 import pytest
 import yaml
 
-from tasks.paths import VALIDATION_METRICS, model_dir
+from tasks.atomic import write_json
+from tasks.evaluate import write_metrics
+from tasks.paths import (
+    CLASSIFIER_FILE,
+    DISCRIMINATOR_FILE,
+    GENERATOR_FILE,
+    PREPARED_META_FILE,
+    SPLITS,
+    SPLITS_FILE,
+    VALIDATION_METRICS,
+    history_plot_file,
+    model_dir,
+    model_file,
+    model_metrics_file,
+)
+from tasks.prepare import Splits, save_splits
 from tasks.registry.stage_params import StageParams
+from tasks.train import TrainResult, write_history_csv, write_training_record
 from tasks.validation.report import CheckResult, ValidationReport, write_report
 
 DATASET = "digits"
@@ -89,59 +104,52 @@ def save_tiny_models(out: Path) -> Path:
     return out
 
 
-def write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value))
-
-
 def history(model: str) -> dict[str, list[float]]:
     keys = ("d_loss", "g_loss") if model == "gan" else ("loss", "val_loss", "accuracy")
     return {key: [1.0 / (epoch + 1) for epoch in range(EPOCHS[model])] for key in keys}
 
 
 def write_splits(root: Path, per_class: int = 3) -> None:
-    """splits.npz as prepare writes it: class k images have pixel k bright, the rest dim."""
+    """splits.npz written by prepare's writer: class k images have pixel k bright, the rest dim."""
     rng = np.random.default_rng(0)
-    arrays: dict[str, np.ndarray] = {}
-    for split in ("train", "val", "test"):
+    x, y, paths = {}, {}, {}
+    for split in SPLITS:
         labels = np.repeat(np.arange(len(CLASSES)), per_class)
         images = rng.integers(0, 40, size=(len(labels), *IMAGE_SHAPE)).astype(np.uint8)
         flat = images.reshape(len(labels), -1)
         flat[np.arange(len(labels)), labels] = 255
-        arrays |= {
-            f"x_{split}": flat.reshape(images.shape),
-            f"y_{split}": labels.astype(np.int64),
-            f"paths_{split}": np.array([f"{split}/{i}.png" for i in range(len(labels))]),
-        }
-    path = root / "artifacts/prepared/splits.npz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **arrays)
+        x[split] = flat.reshape(images.shape)
+        y[split] = labels.astype(np.int64)
+        paths[split] = np.array([f"{split}/{i}.png" for i in range(len(labels))])
+    save_splits(Splits(x, y, paths), root / SPLITS_FILE)
 
 
 def _write_model(root: Path, model: str, keras_files: Path) -> None:
+    """A model folder, its metrics and curves as train@<model> and evaluate@<model> write them."""
     directory = model_dir(model, root)
     directory.mkdir(parents=True)
     if model == "gan":
-        for name in ("generator.keras", "discriminator.keras"):
+        for name in (GENERATOR_FILE, DISCRIMINATOR_FILE):
             shutil.copy(keras_files / name, directory / name)
         metrics = {"recognisable_share": 0.8, "classes_covered": 10, "frechet_distance": 12.3}
     else:
-        shutil.copy(keras_files / f"{model}.keras", directory / "model.keras")
+        shutil.copy(keras_files / f"{model}.keras", directory / CLASSIFIER_FILE)
         metrics = {"test_accuracy": 0.9, "test_loss": 0.3, "macro_f1": 0.88}
-    record = {
-        "model": model,
-        "params": PARAMS["train"][model],
-        "epochs_run": EPOCHS[model],
-        "best_epoch": EPOCHS[model] - 1,
-        "train_seconds": 1.5,
-        "images_per_second": 1000.0,
-        "class_weights": {"0": 1.1, "1": 0.9} if model == "cnn" else None,
-        "history": history(model),
-    }
-    write_json(directory / "train.json", record)
-    write_json(root / "metrics" / f"{model}.json", metrics)
-    (root / "plots/history").mkdir(parents=True, exist_ok=True)
-    (root / "plots/history" / f"{model}.csv").write_text("epoch,loss\n0,1.0\n")
+    result = TrainResult(
+        model=model,
+        params=PARAMS["train"][model],
+        epochs_run=EPOCHS[model],
+        best_epoch=EPOCHS[model] - 1,
+        train_seconds=1.5,
+        images_per_second=1000.0,
+        class_weights={"0": 1.1, "1": 0.9} if model == "cnn" else None,
+        devices=["/physical_device:CPU:0"],
+        precision_policy="float32",
+        history=history(model),
+    )
+    write_training_record(result, directory)
+    write_metrics(metrics, model_metrics_file(model, root))
+    write_history_csv(result.history, history_plot_file(model, root))
 
 
 def build_root(root: Path, keras_files: Path) -> Path:
@@ -151,7 +159,7 @@ def build_root(root: Path, keras_files: Path) -> Path:
     (root / "data.dvc").write_text(yaml.safe_dump({"outs": outs}))
     (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
     meta = {"name": DATASET, "class_names": CLASSES, "image_shape": list(IMAGE_SHAPE)}
-    write_json(root / "artifacts/prepared/meta.json", meta)
+    write_json(root / PREPARED_META_FILE, meta)
     write_splits(root)
     # Written by the validation step's own report writer, with a real check of its suite.
     class_kl = CheckResult("class_kl", True, 0.01, "<= 0.02 (warning), <= 0.5 (error)")
@@ -188,7 +196,6 @@ class FakeRepo:
             (root / "params.yaml").write_text(yaml.safe_dump(data))
         return StageParams.load(root / "params.yaml")
 
-    write_json = staticmethod(write_json)
     history = staticmethod(history)
 
 
@@ -286,12 +293,12 @@ class ExactModels:
         from tasks.evaluate import score_classifier
         from tasks.prepare import load_splits
 
-        path = model_dir("cnn", root) / "model.keras"
+        path = model_file("cnn", root)
         self.save_classifier(path, correct, scale)
-        splits = load_splits(root / "artifacts/prepared/splits.npz")
+        splits = load_splits(root / SPLITS_FILE)
         network = keras.models.load_model(path, safe_mode=True)
         metrics = score_classifier(network, splits.x["test"], splits.y["test"], CLASSES)
-        write_json(root / "metrics/cnn.json", metrics)
+        write_metrics(metrics, model_metrics_file("cnn", root))
         return metrics
 
     @staticmethod
@@ -323,18 +330,18 @@ class ExactModels:
         from tasks.prepare import load_splits
 
         directory = model_dir("gan", root)
-        self.save_generator(directory / "generator.keras", noise_weight)
-        splits = load_splits(root / "artifacts/prepared/splits.npz")
+        self.save_generator(directory / GENERATOR_FILE, noise_weight)
+        splits = load_splits(root / SPLITS_FILE)
         metrics = score_generator(
-            keras.models.load_model(directory / "generator.keras", safe_mode=True),
-            keras.models.load_model(model_dir("cnn", root) / "model.keras", safe_mode=True),
+            keras.models.load_model(directory / GENERATOR_FILE, safe_mode=True),
+            keras.models.load_model(model_file("cnn", root), safe_mode=True),
             splits.x["train"],
             splits.x["test"],
             CLASSES,
             EvaluateParams(**PARAMS["evaluate"]),
             PARAMS["seed"],
         )
-        write_json(root / "metrics/gan.json", metrics)
+        write_metrics(metrics, model_metrics_file("gan", root))
         return metrics
 
 

@@ -12,10 +12,11 @@ import json
 import numpy as np
 import pytest
 
-from tasks.paths import REGISTRY_REPORT, model_dir
+from tasks.paths import REGISTRY_REPORT, VALIDATION_METRICS, model_dir
 from tasks.register import main, register_models
 from tasks.registry import lineage
 from tasks.registry.tags import PIPELINE_RUN
+from tasks.validation.report import CheckResult, ValidationReport, write_report
 
 VERSION_TAGS = {
     "data_version",
@@ -200,7 +201,8 @@ def test_missing_metrics_file_fails_naming_file_and_stage(store, fake_repo, caps
 
 def test_failed_validation_is_not_registered(store, fake_repo, capsys) -> None:
     root, _ = store
-    fake_repo.write_json(root / "metrics/validation.json", {"success": False, "checks": []})
+    decodes = CheckResult("decodes", False, 2, "0 files that fail to decode", "error")
+    write_report(ValidationReport([decodes]), root / VALIDATION_METRICS)
     assert main(["--root", str(root)]) == 1
     assert "validation did not pass" in capsys.readouterr().err
 
