@@ -1,7 +1,8 @@
 """Atomic writes for every pipeline output: a reader (or a killed stage) never sees half a file.
 
 Each writer goes through a temporary file in the destination's folder and `os.replace`, which is
-atomic on POSIX file systems. The temporary name keeps the destination's suffixes, so libraries
+atomic on POSIX file systems; a folder is built complete under a hidden name and swapped in.
+The temporary name keeps the destination's suffixes, so libraries
 that choose a format by extension (NumPy, Keras, pandas) write the right one.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,3 +49,18 @@ def write_json(
     """Deterministic JSON (sorted keys, trailing newline), written atomically."""
     text = json.dumps(data, indent=indent, sort_keys=sort_keys, allow_nan=allow_nan)
     return write_text(path, text + "\n")
+
+
+def replace_dir(staging: Path, final: Path) -> Path:
+    """Swap a complete folder `staging` in as `final` (same file system).
+
+    The previous `final` is renamed aside first and deleted only after the swap, so at every
+    moment `final` is either the whole old folder or the whole new one.
+    """
+    previous = final.with_name(f".{final.name}-previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if final.exists():
+        final.rename(previous)
+    staging.rename(final)
+    shutil.rmtree(previous, ignore_errors=True)
+    return final

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from tasks.atomic import write_json
+from tasks.atomic import replace_dir, write_json
 from tasks.paths import DATA_DIR, IMAGE_SUFFIXES, MANIFEST_NAME
 
 SOURCES: tuple[str, ...] = ("digits", "idx", "folder")
@@ -233,14 +233,7 @@ def ingest(
     staging = Path(tempfile.mkdtemp(prefix=f".{data_dir.name}-ingest-", dir=data_dir.parent))
     try:
         write_image_folder(loaded, staging / "data", name, source)
-        backup = data_dir.with_name(f".{data_dir.name}-previous")
-        if backup.exists():
-            shutil.rmtree(backup)
-        if data_dir.exists():
-            data_dir.rename(backup)
-        (staging / "data").rename(data_dir)
-        if backup.exists():
-            shutil.rmtree(backup)
+        replace_dir(staging / "data", data_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return IngestResult(data_dir, name, source, len(loaded.labels), loaded.class_names)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tasks.atomic import atomic_path, write_text
+from tasks.atomic import atomic_path, replace_dir, write_text
 from tasks.params import (
     CNNParams,
     GANParams,
@@ -376,9 +376,7 @@ def publish(model: str, root: Path, staging: Path, result: TrainResult) -> None:
     see the previous model or the new one, never a mix.
     """
     write_training_record(result, staging)
-    final = model_dir(model, root)
-    shutil.rmtree(final, ignore_errors=True)
-    staging.rename(final)
+    replace_dir(staging, model_dir(model, root))
     write_history_csv(result.history, history_plot_file(model, root))
     shutil.rmtree(checkpoint_root(model, root), ignore_errors=True)
 

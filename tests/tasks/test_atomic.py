@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.atomic import atomic_path, write_json, write_text
+from tasks.atomic import atomic_path, replace_dir, write_json, write_text
 
 
 def test_write_json_is_deterministic_and_replaces(tmp_path: Path) -> None:
@@ -40,3 +40,18 @@ def test_the_temporary_keeps_the_suffix_libraries_choose_formats_by(tmp_path: Pa
     with atomic_path(tmp_path / "arrays.npz") as temporary:
         np.savez(temporary, x=np.arange(3))  # NumPy would append .npz to any other name
     assert np.load(tmp_path / "arrays.npz")["x"].tolist() == [0, 1, 2]
+
+
+def test_replace_dir_swaps_a_whole_folder_and_leaves_no_backup(tmp_path: Path) -> None:
+    final, staging = tmp_path / "data", tmp_path / ".staging"
+    final.mkdir()
+    (final / "old.png").write_bytes(b"old")
+    staging.mkdir()
+    (staging / "new.png").write_bytes(b"new")
+    replace_dir(staging, final)
+    assert [p.name for p in final.iterdir()] == ["new.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+    fresh = tmp_path / ".fresh"
+    fresh.mkdir()
+    replace_dir(fresh, tmp_path / "models")  # no previous folder: a plain rename
+    assert (tmp_path / "models").is_dir() and not fresh.exists()
