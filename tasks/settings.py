@@ -47,6 +47,8 @@ class Settings:
     source: str  # IMGFLOW_SOURCE: where deployed flows' code lives (this checkout or a git URL)
     prefect_home: Path  # PREFECT_HOME: the local Prefect server's state (`make serve`)
     prefect_port: int  # IMGFLOW_PREFECT_PORT: the local Prefect server's port (`make serve`)
+    lock_url: str | None  # IMGFLOW_LOCK_URL: PostgreSQL for locks across hosts (else flock)
+    lock_timeout_seconds: int  # IMGFLOW_LOCK_TIMEOUT: longest wait for a model's lock
 
     @classmethod
     def from_environment(
@@ -74,4 +76,6 @@ class Settings:
             source=env.get("IMGFLOW_SOURCE") or str(repo.resolve()),
             prefect_home=Path(env.get("PREFECT_HOME") or Path.home() / ".prefect"),
             prefect_port=_integer(env, "IMGFLOW_PREFECT_PORT", 4200),
+            lock_url=env.get("IMGFLOW_LOCK_URL") or None,
+            lock_timeout_seconds=_integer(env, "IMGFLOW_LOCK_TIMEOUT", 600),
         )

@@ -18,6 +18,7 @@ def test_defaults_are_the_embedded_setup(tmp_path: Path) -> None:
     assert settings.landing_dir is None and settings.webhook_url is None
     assert settings.source == str(tmp_path.resolve())
     assert settings.prefect_port == 4200
+    assert settings.lock_url is None and settings.lock_timeout_seconds == 600
 
 
 def test_every_variable_is_read(tmp_path: Path) -> None:
@@ -35,6 +36,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "IMGFLOW_SOURCE": "https://git.example/imgflow.git",
         "PREFECT_HOME": str(tmp_path / "prefect"),
         "IMGFLOW_PREFECT_PORT": "4300",
+        "IMGFLOW_LOCK_URL": "postgresql://imgflow@db:5432/locks",
+        "IMGFLOW_LOCK_TIMEOUT": "30",
     }
     settings = Settings.from_environment(tmp_path, environment=environment)
     assert settings == Settings(
@@ -51,6 +54,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         source="https://git.example/imgflow.git",
         prefect_home=tmp_path / "prefect",
         prefect_port=4300,
+        lock_url="postgresql://imgflow@db:5432/locks",
+        lock_timeout_seconds=30,
     )
 
 
