@@ -10,11 +10,12 @@ from __future__ import annotations
 import getpass
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 TRAINING_MODES = ("in-process", "worker")
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 class SettingsError(ValueError):
@@ -49,6 +50,22 @@ class Settings:
     prefect_port: int  # IMGFLOW_PREFECT_PORT: the local Prefect server's port (`make serve`)
     lock_url: str | None  # IMGFLOW_LOCK_URL: PostgreSQL for locks across hosts (else flock)
     lock_timeout_seconds: int  # IMGFLOW_LOCK_TIMEOUT: longest wait for a model's lock
+    # The team's shared servers (`make serve-team`, flows/team.py); secrets stay out of repr.
+    s3_endpoint: str | None = None  # IMGFLOW_S3_ENDPOINT: a managed S3 (serve-team starts none)
+    s3_bucket: str = "imgflow"  # IMGFLOW_S3_BUCKET: MLflow artifacts (mlflow/) and DVC (dvc/)
+    s3_port: int = 8333  # IMGFLOW_S3_PORT: the local S3 store's port (serve-team)
+    s3_access_key: str | None = field(default=None, repr=False)  # AWS_ACCESS_KEY_ID
+    s3_secret_key: str | None = field(default=None, repr=False)  # AWS_SECRET_ACCESS_KEY
+    postgres_url: str = field(default=DEFAULT_POSTGRES_URL, repr=False)  # IMGFLOW_POSTGRES_URL
+    mlflow_db: str = "imgflow_mlflow"  # IMGFLOW_MLFLOW_DB: MLflow's tracking database
+    mlflow_auth_db: str = "imgflow_mlflow_auth"  # IMGFLOW_MLFLOW_AUTH_DB: basic-auth's users
+    prefect_db: str = "imgflow_prefect"  # IMGFLOW_PREFECT_DB: the Prefect server's database
+    team_host: str = "127.0.0.1"  # IMGFLOW_TEAM_HOST: the address serve-team's servers bind to
+    mlflow_port: int = 5000  # IMGFLOW_MLFLOW_PORT: the team MLflow server's port
+    team_state_dir: Path = Path(".imgflow-team")  # IMGFLOW_TEAM_STATE: S3 data, auth config
+    # IMGFLOW_MLFLOW_ADMIN_PASSWORD and IMGFLOW_PREFECT_AUTH_STRING: the servers' secrets
+    mlflow_admin_password: str | None = field(default=None, repr=False)
+    prefect_auth_string: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_environment(
@@ -78,4 +95,18 @@ class Settings:
             prefect_port=_integer(env, "IMGFLOW_PREFECT_PORT", 4200),
             lock_url=env.get("IMGFLOW_LOCK_URL") or None,
             lock_timeout_seconds=_integer(env, "IMGFLOW_LOCK_TIMEOUT", 600),
+            s3_endpoint=env.get("IMGFLOW_S3_ENDPOINT") or None,
+            s3_bucket=env.get("IMGFLOW_S3_BUCKET") or "imgflow",
+            s3_port=_integer(env, "IMGFLOW_S3_PORT", 8333),
+            s3_access_key=env.get("AWS_ACCESS_KEY_ID") or None,
+            s3_secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            postgres_url=env.get("IMGFLOW_POSTGRES_URL") or DEFAULT_POSTGRES_URL,
+            mlflow_db=env.get("IMGFLOW_MLFLOW_DB") or "imgflow_mlflow",
+            mlflow_auth_db=env.get("IMGFLOW_MLFLOW_AUTH_DB") or "imgflow_mlflow_auth",
+            prefect_db=env.get("IMGFLOW_PREFECT_DB") or "imgflow_prefect",
+            team_host=env.get("IMGFLOW_TEAM_HOST") or "127.0.0.1",
+            mlflow_port=_integer(env, "IMGFLOW_MLFLOW_PORT", 5000),
+            team_state_dir=Path(env.get("IMGFLOW_TEAM_STATE") or ".imgflow-team"),
+            mlflow_admin_password=env.get("IMGFLOW_MLFLOW_ADMIN_PASSWORD") or None,
+            prefect_auth_string=env.get("IMGFLOW_PREFECT_AUTH_STRING") or None,
         )
