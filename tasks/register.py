@@ -20,10 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.locks import LockError
 from tasks.params import ParamsError
 from tasks.paths import CLASSIFIERS, MODEL_NAMES, PARAMS_FILE, REGISTRY_REPORT
 from tasks.registry import tags as tag
-from tasks.registry.champion import PromotionError
+from tasks.registry.champion import PromotionError, promotion_lock, registry_uri
 from tasks.registry.gan_judge import GanJudge, challenger_scores, gan_judge
 from tasks.registry.gate import gate
 from tasks.registry.inputs import (
@@ -105,6 +106,18 @@ def _register_new(call: _Call, inputs: ModelInputs, lineage: Lineage) -> Registe
     trained_params = call.params.trained_params(inputs.model, inputs.record)
     version = register_version(call.client, model_uri, name, inputs, trained_params, lineage)
     return new_entry(inputs, name, version, run_id)
+
+
+def _find_or_register(call: _Call, inputs: ModelInputs, lineage: Lineage) -> RegisteredModel:
+    """This model's version: the one another run (maybe on another host) registered for the
+    same files meanwhile, else a new one. Under the model's lock, so two runs never register
+    the same files twice nor race for a version number (MLflow has no compare-and-set)."""
+    name = f"{call.run.dataset}-{inputs.model}"
+    with promotion_lock(name, registry_uri(call.client)):
+        latest = latest_version(call.client, name)
+        if latest is not None and latest.tags.get(tag.MODEL_MD5) == inputs.model_md5:
+            return reused_entry(call.client, inputs, latest)
+        return _register_new(call, inputs, lineage)
 
 
 def _judged_challenger(
@@ -216,8 +229,9 @@ def register_models(
     experiment = params.register.experiment
     with parent_run(root, experiment, run_name, run, commit, pipeline_run):
         for inputs, entry in pending:
-            registered = entry or _register_new(call, inputs, lineage)
-            results[inputs.model] = _run_gate(call, registered, inputs)
+            registered = entry or _find_or_register(call, inputs, lineage)
+            gated = registered.reused and registered.decision  # by the run that registered it
+            results[inputs.model] = registered if gated else _run_gate(call, registered, inputs)
         entries = [results[inputs.model] for inputs in all_inputs]
         log_report(_write_run_report(call, entries, commit))
     return entries
@@ -234,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         params = StageParams.load(args.params or args.root / PARAMS_FILE)
         models = register_models(args.root, params)
-    except (RegisterError, ParamsError, PromotionError) as error:
+    except (RegisterError, ParamsError, PromotionError, LockError) as error:
         print(f"register: {error}", file=sys.stderr)
         return 1
     write_registry_report(models, args.root / REGISTRY_REPORT)

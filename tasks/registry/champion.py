@@ -1,58 +1,41 @@
 """The `champion` alias of a registered model: who holds it, its history, and the lock that
 serialises every change to it.
 
-The lock is a file next to a sqlite store, or in the temp dir for a remote store (host-local
-there: the gate's compare-and-set re-read still catches most races). It is an flock, held per
-open file, so it also excludes threads of one process.
+The lock is tasks.locks.model_lock: an flock next to a sqlite store (or in the temp dir for a
+remote store: host-local), or, with IMGFLOW_LOCK_URL set, a PostgreSQL advisory lock that holds
+across hosts. It waits at most IMGFLOW_LOCK_TIMEOUT seconds.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import json
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tasks.locks import model_lock
 from tasks.registry import tags as tag
+from tasks.settings import Settings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 HISTORY_LIMIT = 50  # champion versions kept in the history tag
-SQLITE_PREFIX = "sqlite:///"
 
 
 class PromotionError(ValueError):
     """A gate or rollback input is invalid, or the registry refused the change."""
 
 
-def lock_file(name: str, tracking_uri: str) -> Path:
-    """The lock file serialising alias changes of one registered model in one store."""
-    if tracking_uri.startswith(SQLITE_PREFIX):
-        store = Path(tracking_uri.removeprefix(SQLITE_PREFIX)).resolve()
-        folder = store.parent / ".imgflow-locks"
-    else:
-        digest = hashlib.sha256(tracking_uri.encode()).hexdigest()[:12]
-        folder = Path(tempfile.gettempdir()) / "imgflow-locks" / digest
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
-    return folder / f"{safe}.lock"
-
-
 @contextlib.contextmanager
 def promotion_lock(name: str, tracking_uri: str) -> Iterator[None]:
-    """Hold the exclusive lock of one registered model's aliases."""
-    path = lock_file(name, tracking_uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """Hold the exclusive lock of one registered model (its versions and aliases) in one store.
+
+    Raises tasks.locks.LockError when it cannot be taken in time or the lock database is
+    unreachable; nothing has been changed then.
+    """
+    with model_lock(Settings.from_environment(), tracking_uri, name):
+        yield
 
 
 def registry_uri(client: MlflowClient) -> str:
