@@ -25,6 +25,19 @@ PREFECT_DEFAULTS = {
 
 
 def _run(args: argparse.Namespace) -> int:
+    """Run the flow holding this checkout's run lock, taken before anything heavy is imported:
+    a second run stops at once with one line naming the running one."""
+    from tasks.locks import RunInProgressError, run_lock
+
+    try:
+        with run_lock(Path.cwd()):
+            return _run_flow(args)
+    except RunInProgressError as error:
+        print(error, file=sys.stderr)
+        return 1
+
+
+def _run_flow(args: argparse.Namespace) -> int:
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
     from flows.retrain import retrain

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect import Flow, Task, flow, get_run_logger, task
+from prefect import Flow, Task, flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import FlowRun
 from prefect.futures import PrefectFuture, as_completed
@@ -29,6 +29,7 @@ from flows.dispatch import dispatch_training
 from tasks.dag import Stage, read_stage_graph, walk
 from tasks.ingest import ensure_dataset, version_data
 from tasks.landing import merge_landing
+from tasks.locks import run_lock
 from tasks.notify import run_payload, send_webhook
 from tasks.paths import DATA_DIR, MODEL_NAMES, VALIDATION_METRICS
 from tasks.registry.lineage import data_version
@@ -181,19 +182,22 @@ def retrain(
     training_mode "worker" runs each training as a `train-model` flow run on the gpu pool;
     webhook_url (or IMGFLOW_WEBHOOK_URL) receives the outcome through the flow's hooks.
     """
-    ingested = ingest_task(source, path, name, repo)
-    if landing_dir:
-        ingested = landing_task(landing_dir, repo) > 0 or ingested
-    if up_to_date_task(repo):
-        # DVC says nothing changed since the last run: no stage would run, so skip asking each.
-        summary = read_run_summary(Path(repo), [], ingested)
+    # One run per checkout: a second one (a schedule meeting a manual run) fails here at once
+    # with one line naming the running one, before it touches data/ or dvc.lock.
+    with run_lock(Path(repo), runtime.flow_run.name):
+        ingested = ingest_task(source, path, name, repo)
+        if landing_dir:
+            ingested = landing_task(landing_dir, repo) > 0 or ingested
+        if up_to_date_task(repo):
+            # DVC says nothing changed since the last run: no stage would run, so skip asking each.
+            summary = read_run_summary(Path(repo), [], ingested)
+            create_markdown_artifact(summary_markdown(summary), key="retrain-summary")
+            return summary
+        stage_runs = run_pipeline(repo, training_mode)
+        summary = read_run_summary(Path(repo), stage_runs, ingested)
         create_markdown_artifact(summary_markdown(summary), key="retrain-summary")
+        # The register stage's run report (validation, metrics vs champion, gate decisions).
+        report = read_markdown(Path(repo))
+        if report is not None:
+            create_markdown_artifact(report, key="run-report", description="imgflow run report")
         return summary
-    stage_runs = run_pipeline(repo, training_mode)
-    summary = read_run_summary(Path(repo), stage_runs, ingested)
-    create_markdown_artifact(summary_markdown(summary), key="retrain-summary")
-    # The register stage's run report (validation, metrics vs champion, gate decisions).
-    report = read_markdown(Path(repo))
-    if report is not None:
-        create_markdown_artifact(report, key="run-report", description="imgflow run report")
-    return summary
