@@ -66,6 +66,11 @@ class Settings:
     # IMGFLOW_MLFLOW_ADMIN_PASSWORD and IMGFLOW_PREFECT_AUTH_STRING: the servers' secrets
     mlflow_admin_password: str | None = field(default=None, repr=False)
     prefect_auth_string: str | None = field(default=None, repr=False)
+    # What clients use to reach the shared servers (checked by `imgflow preflight`).
+    mlflow_username: str | None = None  # MLFLOW_TRACKING_USERNAME
+    mlflow_password: str | None = field(default=None, repr=False)  # MLFLOW_TRACKING_PASSWORD
+    prefect_api_url: str | None = None  # PREFECT_API_URL: unset = Prefect's temporary server
+    prefect_api_auth_string: str | None = field(default=None, repr=False)  # PREFECT_API_AUTH_STRING
 
     @classmethod
     def from_environment(
@@ -109,4 +114,8 @@ class Settings:
             team_state_dir=Path(env.get("IMGFLOW_TEAM_STATE") or ".imgflow-team"),
             mlflow_admin_password=env.get("IMGFLOW_MLFLOW_ADMIN_PASSWORD") or None,
             prefect_auth_string=env.get("IMGFLOW_PREFECT_AUTH_STRING") or None,
+            mlflow_username=env.get("MLFLOW_TRACKING_USERNAME") or None,
+            mlflow_password=env.get("MLFLOW_TRACKING_PASSWORD") or None,
+            prefect_api_url=env.get("PREFECT_API_URL") or None,
+            prefect_api_auth_string=env.get("PREFECT_API_AUTH_STRING") or None,
         )

@@ -70,3 +70,20 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
 def test_a_bad_value_names_the_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         Settings.from_environment(Path("."), environment={name: value})
+
+
+def test_client_credentials_for_shared_servers_are_read_and_kept_out_of_repr() -> None:
+    environment = {
+        "MLFLOW_TRACKING_USERNAME": "alice",
+        "MLFLOW_TRACKING_PASSWORD": "mlflow-secret",
+        "PREFECT_API_URL": "http://prefect:4200/api",
+        "PREFECT_API_AUTH_STRING": "admin:prefect-secret",
+    }
+    settings = Settings.from_environment(Path("."), environment=environment)
+    assert (settings.mlflow_username, settings.mlflow_password) == ("alice", "mlflow-secret")
+    assert settings.prefect_api_url == "http://prefect:4200/api"
+    assert settings.prefect_api_auth_string == "admin:prefect-secret"
+    assert "secret" not in repr(settings)
+    empty = Settings.from_environment(Path("."), environment={})
+    assert (empty.mlflow_username, empty.mlflow_password) == (None, None)
+    assert (empty.prefect_api_url, empty.prefect_api_auth_string) == (None, None)
