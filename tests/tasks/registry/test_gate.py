@@ -8,6 +8,7 @@ real re-scored facts.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -302,3 +303,180 @@ def test_concurrent_promotions_in_separate_processes(tmp_path: Path) -> None:
     assert current_champion(client, "process-race") == "2"
     tags = client.get_model_version("process-race", "3").tags
     assert (tags["gate.decision"], tags["gate.champion_version"]) == ("rejected", "2")
+
+
+def test_unreachable_lock_database_moves_no_alias(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With IMGFLOW_LOCK_URL set but PostgreSQL unreachable, the gate fails with a clear error
+    before writing anything: champion and the challenger's tags stay as they were."""
+    from mlflow import MlflowClient
+
+    from tasks.locks import LockUnavailableError
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    _with_champion(client, tmp_path, "unlocked")
+    monkeypatch.setenv("IMGFLOW_LOCK_URL", "postgresql://postgres@127.0.0.1:1/locks")
+    with pytest.raises(LockUnavailableError, match="registered model unlocked: cannot open"):
+        gate(
+            client,
+            "unlocked",
+            "2",
+            {"acc": SCORES["2"]},
+            metric="acc",
+            thresholds={"acc": {"min": 0.5}},
+            tolerance=0.01,
+            score_champion=lambda version: {"acc": SCORES[version]},
+        )
+    assert current_champion(client, "unlocked") == "1"
+    assert "gate.decision" not in client.get_model_version("unlocked", "2").tags
+
+
+POSTGRES = ("127.0.0.1", 5432)
+LOCK_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def lock_url() -> str:
+    import socket
+
+    try:
+        socket.create_connection(POSTGRES, timeout=1).close()
+    except OSError:
+        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432 (team topology tests need it)")
+    return LOCK_URL
+
+
+def _host_env(repo: Path, lock_url: str, host: Path, **extra: str) -> dict[str, str]:
+    """A scheduling host's environment: the shared lock database, its own temp (lock) dir."""
+    host.mkdir(parents=True, exist_ok=True)
+    own = {"PYTHONPATH": str(repo), "IMGFLOW_LOCK_URL": lock_url, "TMPDIR": str(host)}
+    return os.environ | own | extra
+
+
+@pytest.mark.topology
+@pytest.mark.parametrize(
+    "delays",
+    [{"2": 0.0, "3": 0.3}, {"2": 0.3, "3": 0.0}, {"2": 0.0, "3": 0.0}],
+    ids=["v2-first", "v3-first", "together"],
+)
+def test_two_hosts_gating_at_once_serialise_on_the_postgres_lock(
+    tmp_path: Path, lock_url: str, delays: dict[str, float]
+) -> None:
+    """Two scheduling hosts (processes with their own temp/lock dirs, one lock database) gate
+    versions of one model at once: whatever the order, v2 (the better) ends champion and the
+    history and tags agree. The hosts took no file lock: the PostgreSQL lock serialised them."""
+    from mlflow import MlflowClient
+
+    from tasks.locks import model_lock_file
+    from tasks.registry.champion import champion_history
+
+    name = f"hosts-race-{tmp_path.name}"
+    store = tmp_path / "store"
+    store.mkdir()
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    _with_champion(client, tmp_path, name)
+    repo = Path(__file__).resolve().parents[3]
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    processes = {
+        version: subprocess.Popen(
+            [sys.executable, "-c", RACE_SCRIPT, uri, name, version, str(delays[version]),
+             str(barrier)],
+            env=_host_env(repo, lock_url, tmp_path / f"host-{version}"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for version in ("2", "3")
+    }  # fmt: skip
+    try:
+        for process in processes.values():
+            _, errors = process.communicate(timeout=180)
+            assert process.returncode == 0, errors
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+    # The file lock was last taken by this process's setup gate, never by the two hosts.
+    assert json.loads(model_lock_file(name, uri).read_text())["pid"] == os.getpid()
+    assert current_champion(client, name) == "2"
+    v2 = client.get_model_version(name, "2").tags
+    v3 = client.get_model_version(name, "3").tags
+    assert v2["gate.decision"] == "promoted"
+    if v3["gate.decision"] == "promoted":  # v3 won the lock first and beat v1, then v2 beat it
+        assert (v3["gate.champion_version"], v2["gate.champion_version"]) == ("1", "3")
+        assert champion_history(client, name) == ["1", "3", "2"]
+    else:  # v2 first; v3 re-compared with the new champion and lost
+        assert (v2["gate.champion_version"], v3["gate.champion_version"]) == ("1", "2")
+        assert champion_history(client, name) == ["1", "2"]
+
+
+REGISTER_SCRIPT = """
+import sys, time
+from pathlib import Path
+from tasks.register import register_models
+from tasks.registry.stage_params import StageParams
+
+root, barrier, host = sys.argv[1:]
+Path(barrier, host).touch()
+while len(list(Path(barrier).iterdir())) < 2:  # both hosts ready: register together
+    time.sleep(0.01)
+(entry,) = register_models(Path(root), StageParams.load(Path(root) / "params.yaml"), ["cnn"])
+print(entry.version, entry.reused, entry.decision, flush=True)
+"""
+
+
+@pytest.mark.topology
+def test_two_hosts_registering_the_same_files_at_once_register_them_once(
+    tmp_path: Path, lock_url: str, fake_repo
+) -> None:
+    """Two hosts with identical model files (say, restored from the DVC run-cache) run the
+    register stage at once against one store: one version is registered and gated, the other
+    host reuses it. Without the lock both would see no version for those files and register."""
+    import shutil
+
+    from mlflow import MlflowClient
+
+    store = tmp_path / "store"
+    store.mkdir()
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # Created once beforehand, as a team's store has it (concurrent first creation is MLflow's).
+    client.create_experiment(fake_repo.params["register"]["experiment"], str(store / "artifacts"))
+    roots = {"a": fake_repo.build(tmp_path / "host-a" / "repo")}
+    roots["b"] = Path(shutil.copytree(roots["a"], tmp_path / "host-b" / "repo"))
+    repo = Path(__file__).resolve().parents[3]
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    processes = {
+        host: subprocess.Popen(
+            [sys.executable, "-c", REGISTER_SCRIPT, str(root), str(barrier), host],
+            env=_host_env(repo, lock_url, tmp_path / f"tmp-{host}", MLFLOW_TRACKING_URI=uri),
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for host, root in roots.items()
+    }
+    try:
+        printed = {}
+        for host, process in processes.items():
+            out, errors = process.communicate(timeout=300)
+            assert process.returncode == 0, errors
+            printed[host] = out.split()
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+    versions = client.search_model_versions("name = 'digits-cnn'")
+    assert [str(version.version) for version in versions] == ["1"]
+    assert sorted(words[1] for words in printed.values()) == ["False", "True"]
+    assert {words[0] for words in printed.values()} == {"1"}
+    assert current_champion(client, "digits-cnn") == "1"
+    assert not (store / ".imgflow-locks").exists()
