@@ -139,6 +139,17 @@ def _lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preflight(args: argparse.Namespace) -> int:
+    """Check every configured shared service (MLflow, Prefect API, S3, DVC remote) answers
+    and accepts our credentials; one line per check, exit 1 when any fails."""
+    from tasks.preflight import format_results, preflight
+    from tasks.settings import Settings
+
+    results = preflight(Settings.from_environment(Path.cwd()), Path.cwd())
+    print(format_results(results))
+    return 0 if all(result.ok for result in results) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lineage.add_argument("name", help="registered model, e.g. digits-cnn")
     lineage.add_argument("ref", help="version number or @alias, e.g. 3 or @champion")
+    commands.add_parser(
+        "preflight", help="check the configured MLflow, Prefect API, S3 and DVC remote answer"
+    )
     return parser
 
 
@@ -178,6 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ui": _ui,
         "rollback": _rollback,
         "lineage": _lineage,
+        "preflight": _preflight,
     }
     return handlers[args.command](args)
 

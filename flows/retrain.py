@@ -32,6 +32,7 @@ from tasks.landing import merge_landing
 from tasks.locks import run_lock
 from tasks.notify import run_payload, send_webhook
 from tasks.paths import DATA_DIR, MODEL_NAMES, VALIDATION_METRICS
+from tasks.preflight import format_results, preflight, raise_if_failed
 from tasks.registry.lineage import data_version
 from tasks.registry.run_report import read_markdown
 from tasks.report import RunSummary, read_run_summary, summary_markdown
@@ -74,6 +75,16 @@ def validation_report_task(repo: str) -> bool:
         validation_markdown(report), key="data-validation", description="imgflow data validation"
     )
     return bool(report.get("success"))
+
+
+@task(name="preflight-check")
+def preflight_task(repo: str) -> None:
+    """Every configured shared service answers and accepts our credentials; else stop before
+    any stage with one line per failing service (nothing registered, data/ and dvc.lock as
+    they were)."""
+    results = preflight(Settings.from_environment(Path(repo)), Path(repo))
+    get_run_logger().info("preflight:\n%s", format_results(results))
+    raise_if_failed(results)
 
 
 @task(name="dvc-status")
@@ -185,6 +196,7 @@ def retrain(
     # One run per checkout: a second one (a schedule meeting a manual run) fails here at once
     # with one line naming the running one, before it touches data/ or dvc.lock.
     with run_lock(Path(repo), runtime.flow_run.name):
+        preflight_task(repo)  # before ingest too: with a DVC remote, ingest pushes to it
         ingested = ingest_task(source, path, name, repo)
         if landing_dir:
             ingested = landing_task(landing_dir, repo) > 0 or ingested

@@ -192,3 +192,34 @@ def test_failed_validation_stops_before_training_and_publishes_why(
     latest = max(artifacts, key=lambda artifact: artifact.created)
     assert "# Data validation FAILED" in latest.data
     assert "| min_images_per_class | error | FAILED |" in latest.data
+
+
+@pytest.mark.pipeline
+def test_failed_preflight_stops_the_run_before_anything_is_touched(
+    repo_copy: Path,
+    prefect_harness: None,
+    tree_digest: Callable[[Path], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flows.retrain import retrain
+    from flows.serve import free_port
+    from tasks.preflight import PreflightError
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    data = tree_digest(repo_copy / "data")
+    state = retrain(repo=str(repo_copy), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(PreflightError) as raised:
+        state.result()
+    assert str(raised.value).splitlines()[1:] == [
+        f"- MLflow at {url} is unreachable (ConnectError: [Errno 111] Connection refused): "
+        "start it (`make serve-team`) or fix MLFLOW_TRACKING_URI"
+    ]
+    # Only the check ran: no ingest, no stage, nothing trained, recorded or registered.
+    task_runs = flow_run_task_names(state.state_details.flow_run_id)
+    assert [name.rsplit("-", 1)[0] for name in task_runs] == ["preflight-check"]
+    assert tree_digest(repo_copy / "data") == data
+    assert not (repo_copy / "dvc.lock").exists()
+    assert not (repo_copy / "artifacts").exists()
+    assert not (repo_copy / "mlflow.db").exists()
