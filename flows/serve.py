@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,15 +74,58 @@ class LocalStack:
         return worker
 
     def stop(self) -> None:
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_processes(self.processes)
+
+
+def start_process(
+    command: list[str], environment: dict[str, str], log_file: Path
+) -> subprocess.Popen:
+    """Start `command` in its own process group (so it can be stopped with its children),
+    appending its output to `log_file`."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as handle:
+        return subprocess.Popen(
+            command,
+            env=environment,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_processes(processes: list[subprocess.Popen], timeout: float = 20.0) -> None:
+    """SIGTERM each process group (last started first); SIGKILL those still alive after
+    `timeout` seconds."""
+    for process in reversed(processes):
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_until_answering(
+    url: str, process: subprocess.Popen, name: str, timeout: float = 120.0
+) -> None:
+    """Wait until `url` answers with any HTTP status below 500; fail at once if `process`
+    (the server behind it) exits, naming `name` so the reader knows which log to open."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {process.returncode}: see its log")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError as error:
+            if error.code < 500:
+                return
+            time.sleep(0.5)
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{name} at {url} did not answer within {timeout:.0f} s")
 
 
 def stack_environment(prefect_home: Path, api_url: str) -> dict[str, str]:

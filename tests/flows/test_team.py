@@ -1,0 +1,327 @@
+"""The team's shared servers (flows/team.py): the rendered config without any server, the
+refusals that happen before anything starts, and (marked topology, needs PostgreSQL on
+127.0.0.1:5432) the whole stack on free ports with its own databases: MLflow basic-auth,
+artifacts in the S3 bucket, Prefect API auth and pools, the DVC remote."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.serve import free_port
+from flows.team import TeamStack, configure_dvc_remote, s3_client, team_stack
+from flows.team_check import (
+    artifact_keys,
+    basic,
+    basic_token,
+    check_prefect,
+    http_status,
+    log_smoke_run,
+    run_checks,
+)
+from flows.team_config import (
+    MLFLOW_DEFAULT_PASSWORD,
+    WEED_PORT_FLAGS,
+    TeamConfigError,
+    check_secrets,
+    database_url,
+    mlflow_server_command,
+    render_auth_ini,
+    render_env_file,
+    worker_environment,
+)
+from tasks.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SECRETS = {
+    "AWS_ACCESS_KEY_ID": "team-key",
+    "AWS_SECRET_ACCESS_KEY": "team-secret-%-value",
+    "IMGFLOW_MLFLOW_ADMIN_PASSWORD": "s3cret-%-admin",
+    "IMGFLOW_PREFECT_AUTH_STRING": "prefect:token-value",
+}
+
+
+def postgres_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+requires_postgres = pytest.mark.skipif(
+    not postgres_answers(), reason="PostgreSQL does not answer on 127.0.0.1:5432"
+)
+
+
+def team_settings(tmp_path: Path, **overrides: str) -> Settings:
+    return Settings.from_environment(
+        REPO_ROOT, environment={**SECRETS, "IMGFLOW_TEAM_STATE": str(tmp_path), **overrides}
+    )
+
+
+# --- configuration, no server -------------------------------------------------------------
+
+
+def test_auth_config_is_read_by_mlflow_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.server.auth.config import read_auth_config
+
+    settings = team_settings(tmp_path, IMGFLOW_MLFLOW_AUTH_DB="team_auth")
+    path = tmp_path / "auth.ini"
+    path.write_text(render_auth_ini(settings))
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(path))
+    monkeypatch.delenv("MLFLOW_AUTH_ADMIN_PASSWORD", raising=False)
+    monkeypatch.delenv("MLFLOW_AUTH_ADMIN_USERNAME", raising=False)
+    config = read_auth_config()
+    assert config.admin_username == "admin"
+    assert config.admin_password == "s3cret-%-admin"  # the % survives configparser
+    assert config.database_uri == "postgresql+psycopg2://postgres@127.0.0.1:5432/team_auth"
+    assert config.default_permission == "READ"
+
+
+def test_worker_environment_points_at_the_servers_and_masks_secrets(tmp_path: Path) -> None:
+    settings = team_settings(
+        tmp_path,
+        IMGFLOW_TEAM_HOST="10.1.2.3",
+        IMGFLOW_POSTGRES_URL="postgresql://imgflow:pgpass@db.internal:5432/postgres",
+        IMGFLOW_SOURCE="https://git.example/imgflow.git",
+    )
+    environment = worker_environment(settings)
+    assert environment["PREFECT_API_URL"] == "http://10.1.2.3:4200/api"
+    assert environment["MLFLOW_TRACKING_URI"] == "http://10.1.2.3:5000"
+    assert environment["MLFLOW_S3_ENDPOINT_URL"] == "http://10.1.2.3:8333"
+    assert environment["MLFLOW_TRACKING_USERNAME"] == "admin"
+    assert environment["MLFLOW_TRACKING_PASSWORD"] == "s3cret-%-admin"
+    assert environment["PREFECT_API_AUTH_STRING"] == "prefect:token-value"
+    assert environment["IMGFLOW_SOURCE"] == "https://git.example/imgflow.git"
+    assert environment["IMGFLOW_LOCK_URL"].endswith("@db.internal:5432/imgflow_mlflow")
+    masked = render_env_file(environment, mask=True)
+    for secret in ("s3cret", "team-secret", "token-value", "pgpass"):
+        assert secret not in masked
+    assert "export AWS_ACCESS_KEY_ID=team-key" in masked
+    assert "export MLFLOW_TRACKING_PASSWORD=s3cret-%-admin\n" in render_env_file(environment)
+
+
+def test_server_bound_beyond_loopback_names_its_allowed_hosts(tmp_path: Path) -> None:
+    loopback = mlflow_server_command(team_settings(tmp_path))
+    assert "--allowed-hosts" not in loopback
+    assert loopback[loopback.index("--host") + 1] == "127.0.0.1"
+    exposed = mlflow_server_command(team_settings(tmp_path, IMGFLOW_TEAM_HOST="10.1.2.3"))
+    assert exposed[exposed.index("--allowed-hosts") + 1].startswith("10.1.2.3,10.1.2.3:*")
+    assert exposed[exposed.index("--artifacts-destination") + 1] == "s3://imgflow/mlflow"
+
+
+def test_database_names_and_urls_are_checked(tmp_path: Path) -> None:
+    url = "postgresql://u:p@h:5432/postgres?sslmode=require"
+    assert database_url(url, "a_b", "postgresql+asyncpg") == (
+        "postgresql+asyncpg://u:p@h:5432/a_b?sslmode=require"
+    )
+    with pytest.raises(TeamConfigError, match="not a plain lower-case identifier"):
+        database_url(url, "x; DROP DATABASE y")
+    with pytest.raises(TeamConfigError, match="IMGFLOW_POSTGRES_URL must look like"):
+        database_url("mysql://h/db", "a")
+
+
+@pytest.mark.parametrize(
+    ("removed", "changed", "message"),
+    [
+        ("AWS_SECRET_ACCESS_KEY", {}, "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must both"),
+        ("IMGFLOW_MLFLOW_ADMIN_PASSWORD", {}, "IMGFLOW_MLFLOW_ADMIN_PASSWORD must be set"),
+        (
+            None,
+            {"IMGFLOW_MLFLOW_ADMIN_PASSWORD": MLFLOW_DEFAULT_PASSWORD},
+            "public default 'password1234'",
+        ),
+        ("IMGFLOW_PREFECT_AUTH_STRING", {}, "IMGFLOW_PREFECT_AUTH_STRING must be set"),
+        (None, {"IMGFLOW_MLFLOW_ADMIN_PASSWORD": "short"}, "at least 12 characters"),
+    ],
+)
+def test_missing_or_default_secrets_are_refused(
+    removed: str | None, changed: dict[str, str], message: str
+) -> None:
+    environment = {**SECRETS, **changed}
+    environment.pop(removed or "", None)
+    with pytest.raises(TeamConfigError, match=message):
+        check_secrets(Settings.from_environment(REPO_ROOT, environment=environment))
+
+
+def run_team_command(environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "IMGFLOW_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "flows.team"],
+        cwd=REPO_ROOT,
+        env={**base, **environment},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_unreachable_postgres_is_one_line_and_starts_nothing(tmp_path: Path) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    state = tmp_path / "state"
+    done = run_team_command(
+        {**SECRETS, "IMGFLOW_POSTGRES_URL": url, "IMGFLOW_TEAM_STATE": str(state)}
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"serve-team: PostgreSQL at {url} is unreachable")
+    assert "set IMGFLOW_POSTGRES_URL" in done.stderr
+    assert not state.exists()  # nothing started: no S3 data, no auth config
+
+
+def test_default_mlflow_password_is_refused_by_the_command(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    environment = {**SECRETS, "IMGFLOW_MLFLOW_ADMIN_PASSWORD": MLFLOW_DEFAULT_PASSWORD}
+    done = run_team_command({**environment, "IMGFLOW_TEAM_STATE": str(state)})
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "public default 'password1234'" in done.stderr
+    assert not state.exists()
+
+
+# --- the whole stack (PostgreSQL, weed mini, mlflow server, prefect server) ----------------
+
+
+def drop_databases(names: list[str]) -> None:
+    import psycopg2
+
+    connection = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            for name in names:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TeamStack]:
+    """The whole team stack on free ports, with its own databases; all removed afterwards."""
+    if not postgres_answers():
+        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
+    root = tmp_path_factory.mktemp("team")
+    prefix = f"imgflow_t{uuid.uuid4().hex[:8]}"
+    names = [f"{prefix}_mlflow", f"{prefix}_auth", f"{prefix}_prefect"]
+    environment = {
+        **SECRETS,
+        "IMGFLOW_TEAM_STATE": str(root / "state"),
+        "IMGFLOW_S3_BUCKET": "imgflow-test",
+        "IMGFLOW_S3_PORT": str(free_port()),
+        "IMGFLOW_MLFLOW_PORT": str(free_port()),
+        "IMGFLOW_PREFECT_PORT": str(free_port()),
+        "IMGFLOW_MLFLOW_DB": names[0],
+        "IMGFLOW_MLFLOW_AUTH_DB": names[1],
+        "IMGFLOW_PREFECT_DB": names[2],
+    }
+    settings = Settings.from_environment(REPO_ROOT, environment=environment)
+    ports = {flag: free_port() for flag in WEED_PORT_FLAGS}
+    try:
+        with team_stack(settings, root / "logs", weed_ports=ports, mlflow_workers=1) as stack:
+            yield stack
+    finally:
+        drop_databases(names)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.topology
+@requires_postgres
+def test_mlflow_rejects_a_wrong_password_and_accepts_the_admin(team: TeamStack) -> None:
+    settings = team.settings
+    url = f"http://127.0.0.1:{settings.mlflow_port}/api/2.0/mlflow/experiments/search"
+    url += "?max_results=1"
+    password = settings.mlflow_admin_password or ""
+    assert http_status(url) == 401
+    assert http_status(url, basic("admin", "wrong-password")) == 401
+    assert http_status(url, basic("admin", MLFLOW_DEFAULT_PASSWORD)) == 401
+    assert http_status(url, basic("admin", password)) == 200
+
+
+@pytest.mark.topology
+@requires_postgres
+def test_an_artifact_logged_through_mlflow_is_an_object_in_the_bucket(team: TeamStack) -> None:
+    run_id = log_smoke_run(team.worker_environment)
+    keys = artifact_keys(team.settings, run_id)
+    assert [key for key in keys if key.endswith(f"{run_id}/artifacts/smoke/check.txt")]
+    body = s3_client(team.settings).get_object(Bucket="imgflow-test", Key=keys[0])["Body"]
+    assert body.read() == b"team smoke check"
+
+
+@pytest.mark.topology
+@requires_postgres
+def test_s3_store_refuses_wrong_keys(team: TeamStack) -> None:
+    from botocore.exceptions import ClientError
+
+    wrong = Settings.from_environment(
+        REPO_ROOT,
+        environment={
+            "AWS_ACCESS_KEY_ID": "team-key",
+            "AWS_SECRET_ACCESS_KEY": "not-the-secret",
+            "IMGFLOW_S3_PORT": str(team.settings.s3_port),
+        },
+    )
+    with pytest.raises(ClientError):
+        s3_client(wrong).put_object(Bucket="imgflow-test", Key="intruder.txt", Body=b"x")
+
+
+@pytest.mark.topology
+@requires_postgres
+def test_prefect_requires_the_auth_string_and_has_both_pools(team: TeamStack) -> None:
+    settings = team.settings
+    url = f"http://127.0.0.1:{settings.prefect_port}/api/work_pools/filter"
+    assert http_status(url, body=b"{}") == 401
+    assert http_status(url, basic_token("wrong"), body=b"{}") == 401
+    assert http_status(url, basic_token(settings.prefect_auth_string or ""), body=b"{}") == 200
+    check_prefect(settings)  # pools cpu and gpu
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{settings.prefect_port}/api/deployments/name/retrain/retrain"
+    )
+    request.add_header("Authorization", basic_token(settings.prefect_auth_string or ""))
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+
+
+@pytest.mark.topology
+@requires_postgres
+def test_the_check_command_passes_on_the_running_stack(team: TeamStack) -> None:
+    lines = run_checks(team.settings, team.worker_environment)
+    assert len(lines) == 3 and "s3://imgflow-test/mlflow/" in lines[1]
+
+
+@pytest.mark.topology
+@requires_postgres
+def test_dvc_remote_keeps_keys_out_of_tracked_config(team: TeamStack, tmp_path: Path) -> None:
+    repo = tmp_path / "checkout"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
+    configure_dvc_remote(repo, team.settings, local_keys=True)
+    tracked = (repo / ".dvc" / "config").read_text()
+    assert "s3://imgflow-test/dvc" in tracked
+    assert f"endpointurl = http://127.0.0.1:{team.settings.s3_port}" in tracked
+    assert "team-secret" not in tracked and "team-key" not in tracked
+    assert "team-secret" in (repo / ".dvc" / "config.local").read_text()
+    ignored = subprocess.run(["git", "check-ignore", ".dvc/config.local"], cwd=repo, check=False)
+    assert ignored.returncode == 0  # DVC's own .dvc/.gitignore keeps it out of git
+    (repo / "sample.txt").write_text("a tracked file\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    for command in (["add", "sample.txt"], ["push"]):
+        subprocess.run(
+            [sys.executable, "-m", "dvc", *command], cwd=repo, env=env, check=True, timeout=120
+        )
+    pushed = s3_client(team.settings).list_objects_v2(Bucket="imgflow-test", Prefix="dvc/")
+    assert pushed.get("KeyCount", 0) == 1
