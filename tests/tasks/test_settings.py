@@ -87,3 +87,49 @@ def test_client_credentials_for_shared_servers_are_read_and_kept_out_of_repr() -
     empty = Settings.from_environment(Path("."), environment={})
     assert (empty.mlflow_username, empty.mlflow_password) == (None, None)
     assert (empty.prefect_api_url, empty.prefect_api_auth_string) == (None, None)
+
+
+def test_team_server_settings_are_read_and_secrets_kept_out_of_repr(tmp_path: Path) -> None:
+    defaults = Settings.from_environment(tmp_path, environment={})
+    assert defaults.s3_endpoint is None and defaults.s3_bucket == "imgflow"
+    assert (defaults.s3_port, defaults.mlflow_port, defaults.team_host) == (8333, 5000, "127.0.0.1")
+    assert defaults.postgres_url == "postgresql://postgres@127.0.0.1:5432/postgres"
+    assert (defaults.mlflow_db, defaults.mlflow_auth_db, defaults.prefect_db) == (
+        "imgflow_mlflow",
+        "imgflow_mlflow_auth",
+        "imgflow_prefect",
+    )
+    assert defaults.team_state_dir == Path(".imgflow-team")
+    assert defaults.mlflow_admin_password is None and defaults.prefect_auth_string is None
+    environment = {
+        "IMGFLOW_S3_ENDPOINT": "https://s3.eu-west-1.amazonaws.com",
+        "IMGFLOW_S3_BUCKET": "team-bucket",
+        "IMGFLOW_S3_PORT": "9000",
+        "AWS_ACCESS_KEY_ID": "key-id",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret",
+        "IMGFLOW_POSTGRES_URL": "postgresql://u:pg-secret@db:5432/postgres",
+        "IMGFLOW_MLFLOW_DB": "m",
+        "IMGFLOW_MLFLOW_AUTH_DB": "a",
+        "IMGFLOW_PREFECT_DB": "p",
+        "IMGFLOW_TEAM_HOST": "0.0.0.0",
+        "IMGFLOW_MLFLOW_PORT": "5001",
+        "IMGFLOW_TEAM_STATE": str(tmp_path / "state"),
+        "IMGFLOW_MLFLOW_ADMIN_PASSWORD": "admin-secret-long",
+        "IMGFLOW_PREFECT_AUTH_STRING": "team:prefect-secret",
+    }
+    settings = Settings.from_environment(tmp_path, environment=environment)
+    assert (settings.s3_endpoint, settings.s3_bucket, settings.s3_port) == (
+        "https://s3.eu-west-1.amazonaws.com",
+        "team-bucket",
+        9000,
+    )
+    assert (settings.s3_access_key, settings.s3_secret_key) == ("key-id", "aws-secret")
+    assert settings.postgres_url == "postgresql://u:pg-secret@db:5432/postgres"
+    assert (settings.mlflow_db, settings.mlflow_auth_db, settings.prefect_db) == ("m", "a", "p")
+    assert (settings.team_host, settings.mlflow_port) == ("0.0.0.0", 5001)
+    assert settings.team_state_dir == tmp_path / "state"
+    assert settings.mlflow_admin_password == "admin-secret-long"
+    assert settings.prefect_auth_string == "team:prefect-secret"
+    assert "secret" not in repr(settings)
+    with pytest.raises(SettingsError, match="IMGFLOW_MLFLOW_PORT must be a whole number"):
+        Settings.from_environment(tmp_path, environment={"IMGFLOW_MLFLOW_PORT": "http"})
