@@ -11,7 +11,7 @@ RUN := $(UV) run --frozen --no-sync
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help env run repro test test-slow lint typecheck format ui serve deploy bench clean
+.PHONY: help env run repro test test-slow lint typecheck format ui serve serve-team deploy bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -56,6 +56,9 @@ ui: $(STAMP) ## start the MLflow UI on http://127.0.0.1:5000 (prints the Prefect
 
 serve: $(STAMP) ## local production topology: Prefect server, cpu + gpu process workers, deployments
 	$(RUN) python -m flows.serve
+
+serve-team: $(STAMP) ## a team's shared servers: S3, MLflow + basic-auth and Prefect on PostgreSQL (docs/deploy.md)
+	$(RUN) python -m flows.team $(ARGS)
 
 deploy: $(STAMP) ## apply the deployments to the Prefect server at PREFECT_API_URL
 	$(RUN) python -m flows.deploy
