@@ -440,6 +440,52 @@ def test_real_mlflow_server_rejects_a_wrong_password_and_accepts_the_right_one(
     assert "requires a login" in anonymous.message
 
 
+# --- Prefect: a real server with an auth string (slow: ~20-60 s to start here) ------------
+
+
+@pytest.fixture(scope="module")
+def prefect_with_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`prefect server start` with PREFECT_SERVER_API_AUTH_STRING=admin:right on a free port."""
+    from flows.serve import wait_until_healthy
+
+    home = tmp_path_factory.mktemp("prefect-auth")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    environment = dict(
+        os.environ,
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_API_AUTH_STRING="admin:right",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_ENABLED="false",
+    )
+    environment.pop("PREFECT_API_URL", None)
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+    with (home / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [*command, "--port", str(port)],
+            env=environment,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        wait_until_healthy(api, timeout=180)
+        yield api
+    finally:
+        stop(process, grace=10)
+
+
+@pytest.mark.slow
+def test_real_prefect_server_rejects_a_wrong_auth_string_and_accepts_the_right_one(
+    prefect_with_auth: str,
+) -> None:
+    assert check_prefect(prefect_with_auth, "admin:right").ok
+    wrong = check_prefect(prefect_with_auth, "admin:wrong")
+    assert "rejected PREFECT_API_AUTH_STRING" in wrong.message
+    missing = check_prefect(prefect_with_auth, None)
+    assert "it requires an auth string: set PREFECT_API_AUTH_STRING" in missing.message
+
+
 # --- the whole preflight, the worker's commit, the error -----------------------------------
 
 
