@@ -14,6 +14,7 @@ See docs/deploy.md.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import secrets
 import signal
@@ -28,6 +29,7 @@ from typing import Any
 
 from flows.serve import (
     PREFECT,
+    free_port,
     stack_environment,
     start_process,
     stop_processes,
@@ -35,8 +37,9 @@ from flows.serve import (
 )
 from flows.team_config import (
     MLFLOW_DRIVER,
+    WEED_PORT_FLAGS,
     TeamConfigError,
-    check_secrets,
+    check_settings,
     database_url,
     mlflow_server_command,
     mlflow_url,
@@ -44,6 +47,7 @@ from flows.team_config import (
     redacted,
     render_auth_ini,
     render_env_file,
+    s3_client,
     s3_endpoint,
     weed_command,
     worker_environment,
@@ -95,19 +99,6 @@ def ensure_databases(settings: Settings) -> list[str]:
     return created
 
 
-def s3_client(settings: Settings) -> Any:
-    """A boto3 S3 client for the team's store (local or managed)."""
-    import boto3  # type: ignore[import-untyped]
-
-    return boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint(settings),
-        aws_access_key_id=settings.s3_access_key,
-        aws_secret_access_key=settings.s3_secret_key,
-        region_name=os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-    )
-
-
 def ensure_bucket(settings: Settings, timeout: float = 60.0) -> None:
     """Create the bucket unless it exists; retries while a just-started store warms up."""
     from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
@@ -144,6 +135,13 @@ class TeamStack:
     settings: Settings
     log_dir: Path
     processes: list[subprocess.Popen] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # how long each piece took to start
+
+    @contextmanager
+    def timed(self, piece: str) -> Iterator[None]:
+        start = time.monotonic()
+        yield
+        self.seconds[piece] = round(time.monotonic() - start, 1)
 
     @property
     def worker_environment(self) -> dict[str, str]:
@@ -208,8 +206,11 @@ def _base_environment() -> dict[str, str]:
 
 
 def start_s3(stack: TeamStack, state_dir: Path, ports: Mapping[str, int] | None) -> None:
-    """`weed mini` with the team's keys (it accepts anonymous writes without them)."""
+    """`weed mini` with the team's keys (it accepts anonymous writes without them). Only its
+    S3 port faces clients: its internal listeners take free ports unless `ports` names them,
+    so they never collide with another service on the control host (8080, 9333, ...)."""
     settings = stack.settings
+    ports = ports or {flag: free_port() for flag in WEED_PORT_FLAGS}
     data_dir = state_dir / "s3"
     data_dir.mkdir(parents=True, exist_ok=True)
     environment = _base_environment()
@@ -287,7 +288,7 @@ def team_stack(
 ) -> Iterator[TeamStack]:
     """Check secrets and PostgreSQL (nothing starts if either fails), then start the servers;
     stops every process on exit, also when a later server fails to start."""
-    check_secrets(settings)
+    check_settings(settings)
     ensure_databases(settings)
     state_dir = settings.team_state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -296,11 +297,15 @@ def team_stack(
     stack = TeamStack(settings, log_dir)
     try:
         if settings.s3_endpoint is None:
-            start_s3(stack, state_dir, weed_ports)
+            with stack.timed("s3"):
+                start_s3(stack, state_dir, weed_ports)
         ensure_bucket(settings)
-        start_mlflow(stack, state_dir, mlflow_workers)
-        start_prefect(stack, state_dir)
-        apply_pools_and_deployments(settings)
+        with stack.timed("mlflow"):
+            start_mlflow(stack, state_dir, mlflow_workers)
+        with stack.timed("prefect"):
+            start_prefect(stack, state_dir)
+        with stack.timed("deployments"):
+            apply_pools_and_deployments(settings)
         write_private(state_dir / "worker.env", render_env_file(stack.worker_environment))
         yield stack
     finally:
@@ -353,7 +358,8 @@ def _announce(stack: TeamStack) -> None:
     print(f"Worker hosts export (secrets in {environment_file}, mode 600):")
     print(render_env_file(stack.worker_environment, mask=True), end="")
     print("DVC remote: `python -m flows.team remote` in the checkout, then commit .dvc/config.")
-    print(f"Logs in {stack.log_dir}/team-*.log. Ctrl-C stops everything.")
+    started = ", ".join(f"{piece} {seconds} s" for piece, seconds in stack.seconds.items())
+    print(f"Started in: {started}. Logs in {stack.log_dir}/team-*.log. Ctrl-C stops everything.")
 
 
 def _serve(settings: Settings, check: bool) -> int:
@@ -377,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     from flows.team_check import TeamCheckError
 
     arguments = _arguments(argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # the addresses show at once under nohup
     # `kill`/systemd stop the supervisor with SIGTERM: unwind so every server stops too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:

@@ -14,7 +14,7 @@ import urllib.request
 import uuid
 from collections.abc import Mapping
 
-from flows.team_config import MLFLOW_ADMIN, mlflow_url, prefect_api_url
+from flows.team_config import MLFLOW_ADMIN, mlflow_url, prefect_api_url, s3_client
 from tasks.settings import Settings
 
 
@@ -82,8 +82,6 @@ def log_smoke_run(environment: Mapping[str, str]) -> str:
 
 def artifact_keys(settings: Settings, run_id: str) -> list[str]:
     """The bucket's object keys under mlflow/ that belong to `run_id`."""
-    from flows.team import s3_client
-
     client = s3_client(settings)
     pages = client.get_paginator("list_objects_v2").paginate(
         Bucket=settings.s3_bucket, Prefix="mlflow/"

@@ -12,6 +12,7 @@ import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tasks.settings import Settings
@@ -54,9 +55,16 @@ class TeamConfigError(ValueError):
     """A setting of the team deployment is missing or unsafe; the message says how to fix it."""
 
 
-def check_secrets(settings: Settings) -> None:
-    """Refuse to start with a missing secret or MLflow's well-known default password."""
+def check_settings(settings: Settings) -> None:
+    """Refuse to start with a missing secret, MLflow's well-known default password, or the
+    local S3 store exposed beyond this host."""
     problems = []
+    if settings.s3_endpoint is None and not is_loopback(settings):
+        problems.append(
+            f"IMGFLOW_TEAM_HOST={settings.team_host} would expose the local S3 store's filer and "
+            "master without authentication (weed mini binds them all to one address): set "
+            "IMGFLOW_S3_ENDPOINT to a managed S3, or to a store you run behind a firewall"
+        )
     if not (settings.s3_access_key and settings.s3_secret_key):
         problems.append(
             "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must both be set (the S3 store "
@@ -120,6 +128,18 @@ def s3_endpoint(settings: Settings) -> str:
     return settings.s3_endpoint or f"http://{public_host(settings)}:{settings.s3_port}"
 
 
+def s3_client(settings: Settings) -> Any:
+    """A boto3 S3 client for the team's store (local or managed); it connects lazily."""
+    import boto3  # type: ignore[import-untyped]
+
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint(settings),
+        aws_access_key_id=settings.s3_access_key,
+        aws_secret_access_key=settings.s3_secret_key,
+    )
+
+
 def mlflow_url(settings: Settings) -> str:
     return f"http://{public_host(settings)}:{settings.mlflow_port}"
 
@@ -176,9 +196,10 @@ def render_env_file(environment: Mapping[str, str], mask: bool = False) -> str:
 def weed_command(
     settings: Settings, state_dir: Path, ports: Mapping[str, int] | None = None
 ) -> list[str]:
-    """`weed mini` serving S3 on the bind address; `ports` moves its other listeners."""
+    """`weed mini` serving S3 on the loopback address (see check_settings); `ports` moves its
+    other listeners."""
     weed = str(Path(sys.executable).parent / "weed")
-    host = settings.team_host
+    host = "127.0.0.1"
     command = [weed, "mini", f"-dir={state_dir}", f"-ip={host}", f"-ip.bind={host}"]
     command.append(f"-s3.port={settings.s3_port}")
     command += [f"-{flag}={port}" for flag, port in (ports or {}).items()]

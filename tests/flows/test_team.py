@@ -5,6 +5,7 @@ artifacts in the S3 bucket, Prefect API auth and pools, the DVC remote."""
 
 from __future__ import annotations
 
+import configparser
 import os
 import shutil
 import socket
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from flows.serve import free_port
-from flows.team import TeamStack, configure_dvc_remote, s3_client, team_stack
+from flows.team import TeamStack, configure_dvc_remote, team_stack
 from flows.team_check import (
     artifact_keys,
     basic,
@@ -32,11 +33,13 @@ from flows.team_config import (
     MLFLOW_DEFAULT_PASSWORD,
     WEED_PORT_FLAGS,
     TeamConfigError,
-    check_secrets,
+    check_settings,
     database_url,
     mlflow_server_command,
     render_auth_ini,
     render_env_file,
+    s3_client,
+    weed_command,
     worker_environment,
 )
 from tasks.settings import Settings
@@ -72,22 +75,19 @@ def team_settings(tmp_path: Path, **overrides: str) -> Settings:
 # --- configuration, no server -------------------------------------------------------------
 
 
-def test_auth_config_is_read_by_mlflow_as_written(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from mlflow.server.auth.config import read_auth_config
-
+def test_auth_config_reads_back_as_written(tmp_path: Path) -> None:
+    # MLflow's read_auth_config uses a plain configparser.ConfigParser (with interpolation);
+    # importing mlflow.server here would cost the fast suite ~10 s. The topology tests show
+    # the real server accepting this password.
     settings = team_settings(tmp_path, IMGFLOW_MLFLOW_AUTH_DB="team_auth")
-    path = tmp_path / "auth.ini"
-    path.write_text(render_auth_ini(settings))
-    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(path))
-    monkeypatch.delenv("MLFLOW_AUTH_ADMIN_PASSWORD", raising=False)
-    monkeypatch.delenv("MLFLOW_AUTH_ADMIN_USERNAME", raising=False)
-    config = read_auth_config()
-    assert config.admin_username == "admin"
-    assert config.admin_password == "s3cret-%-admin"  # the % survives configparser
-    assert config.database_uri == "postgresql+psycopg2://postgres@127.0.0.1:5432/team_auth"
-    assert config.default_permission == "READ"
+    config = configparser.ConfigParser()
+    config.read_string(render_auth_ini(settings))
+    section = config["mlflow"]
+    assert section["admin_username"] == "admin"
+    assert section["admin_password"] == "s3cret-%-admin"  # the % survives interpolation
+    assert section["database_uri"] == "postgresql+psycopg2://postgres@127.0.0.1:5432/team_auth"
+    assert section["default_permission"] == "READ"
+    assert section["authorization_function"].endswith(":authenticate_request_basic_auth")
 
 
 def test_worker_environment_points_at_the_servers_and_masks_secrets(tmp_path: Path) -> None:
@@ -96,11 +96,13 @@ def test_worker_environment_points_at_the_servers_and_masks_secrets(tmp_path: Pa
         IMGFLOW_TEAM_HOST="10.1.2.3",
         IMGFLOW_POSTGRES_URL="postgresql://imgflow:pgpass@db.internal:5432/postgres",
         IMGFLOW_SOURCE="https://git.example/imgflow.git",
+        IMGFLOW_S3_ENDPOINT="https://s3.example.com",
     )
+    check_settings(settings)  # exposed servers are fine with a managed S3
     environment = worker_environment(settings)
     assert environment["PREFECT_API_URL"] == "http://10.1.2.3:4200/api"
     assert environment["MLFLOW_TRACKING_URI"] == "http://10.1.2.3:5000"
-    assert environment["MLFLOW_S3_ENDPOINT_URL"] == "http://10.1.2.3:8333"
+    assert environment["MLFLOW_S3_ENDPOINT_URL"] == "https://s3.example.com"
     assert environment["MLFLOW_TRACKING_USERNAME"] == "admin"
     assert environment["MLFLOW_TRACKING_PASSWORD"] == "s3cret-%-admin"
     assert environment["PREFECT_API_AUTH_STRING"] == "prefect:token-value"
@@ -120,6 +122,12 @@ def test_server_bound_beyond_loopback_names_its_allowed_hosts(tmp_path: Path) ->
     exposed = mlflow_server_command(team_settings(tmp_path, IMGFLOW_TEAM_HOST="10.1.2.3"))
     assert exposed[exposed.index("--allowed-hosts") + 1].startswith("10.1.2.3,10.1.2.3:*")
     assert exposed[exposed.index("--artifacts-destination") + 1] == "s3://imgflow/mlflow"
+
+
+def test_local_s3_store_listens_on_loopback_only(tmp_path: Path) -> None:
+    command = weed_command(team_settings(tmp_path), tmp_path / "s3", {"filer.port": 1234})
+    assert "-ip=127.0.0.1" in command and "-ip.bind=127.0.0.1" in command
+    assert "-s3.port=8333" in command and "-filer.port=1234" in command
 
 
 def test_database_names_and_urls_are_checked(tmp_path: Path) -> None:
@@ -145,6 +153,7 @@ def test_database_names_and_urls_are_checked(tmp_path: Path) -> None:
         ),
         ("IMGFLOW_PREFECT_AUTH_STRING", {}, "IMGFLOW_PREFECT_AUTH_STRING must be set"),
         (None, {"IMGFLOW_MLFLOW_ADMIN_PASSWORD": "short"}, "at least 12 characters"),
+        (None, {"IMGFLOW_TEAM_HOST": "0.0.0.0"}, "would expose the local S3 store"),
     ],
 )
 def test_missing_or_default_secrets_are_refused(
@@ -153,7 +162,7 @@ def test_missing_or_default_secrets_are_refused(
     environment = {**SECRETS, **changed}
     environment.pop(removed or "", None)
     with pytest.raises(TeamConfigError, match=message):
-        check_secrets(Settings.from_environment(REPO_ROOT, environment=environment))
+        check_settings(Settings.from_environment(REPO_ROOT, environment=environment))
 
 
 def run_team_command(environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
