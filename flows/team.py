@@ -80,10 +80,10 @@ def ensure_databases(settings: Settings) -> list[str]:
     try:
         connection = psycopg2.connect(settings.postgres_url, connect_timeout=5)
     except psycopg2.OperationalError as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else "no answer"
         raise PostgresUnreachableError(
-            f"PostgreSQL at {redacted(settings.postgres_url)} is unreachable ({reason}): start "
-            "PostgreSQL there, or set IMGFLOW_POSTGRES_URL to the team's server"
+            f"PostgreSQL at {redacted(settings.postgres_url)} is unreachable or refused the "
+            f"connection ({_first_line(error)}): start PostgreSQL there, or set "
+            "IMGFLOW_POSTGRES_URL to the team's server and user"
         ) from None
     created = []
     try:
@@ -94,9 +94,19 @@ def ensure_databases(settings: Settings) -> list[str]:
                 if cursor.fetchone() is None:
                     cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
                     created.append(name)
+    except psycopg2.Error as error:
+        raise TeamStartError(
+            f"cannot create the team's databases ({_first_line(error)}): grant CREATEDB to the "
+            f"user of IMGFLOW_POSTGRES_URL or create {', '.join(_databases(settings))} yourself"
+        ) from None
     finally:
         connection.close()
     return created
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def ensure_bucket(settings: Settings, timeout: float = 60.0) -> None:

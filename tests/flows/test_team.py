@@ -187,7 +187,7 @@ def test_unreachable_postgres_is_one_line_and_starts_nothing(tmp_path: Path) -> 
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1
-    assert done.stderr.startswith(f"serve-team: PostgreSQL at {url} is unreachable")
+    assert done.stderr.startswith(f"serve-team: PostgreSQL at {url} is unreachable or refused")
     assert "set IMGFLOW_POSTGRES_URL" in done.stderr
     assert not state.exists()  # nothing started: no S3 data, no auth config
 
@@ -334,3 +334,36 @@ def test_dvc_remote_keeps_keys_out_of_tracked_config(team: TeamStack, tmp_path: 
         )
     pushed = s3_client(team.settings).list_objects_v2(Bucket="imgflow-test", Prefix="dvc/")
     assert pushed.get("KeyCount", 0) == 1
+
+
+@pytest.mark.topology
+@requires_postgres
+def test_a_user_without_createdb_gets_one_line_saying_what_to_grant(tmp_path: Path) -> None:
+    import psycopg2
+
+    role = f"imgflow_r{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE ROLE "{role}" LOGIN NOCREATEDB')
+        url = f"postgresql://{role}@127.0.0.1:5432/postgres"
+        name = f"{role}_never"
+        state = tmp_path / "state"
+        done = run_team_command(
+            {
+                **SECRETS,
+                "IMGFLOW_POSTGRES_URL": url,
+                "IMGFLOW_MLFLOW_DB": name,
+                "IMGFLOW_TEAM_STATE": str(state),
+            }
+        )
+        assert done.returncode == 2
+        assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+        assert "cannot create the team's databases (permission denied" in done.stderr
+        assert "grant CREATEDB" in done.stderr and not state.exists()
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{role}_never"')
+            cursor.execute(f'DROP ROLE IF EXISTS "{role}"')
+        admin.close()
