@@ -397,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.reconfigure(line_buffering=True)  # the addresses show at once under nohup
     # `kill`/systemd stop the supervisor with SIGTERM: unwind so every server stops too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Ctrl-C must stop the servers even when a script started us with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         settings = Settings.from_environment(Path("."))
         if arguments.command == "remote":
