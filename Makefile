@@ -11,7 +11,7 @@ RUN := $(UV) run --frozen --no-sync
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help env run repro test test-slow lint typecheck format ui serve serve-team deploy bench clean
+.PHONY: help env run repro test test-slow test-topology lint typecheck format ui serve serve-team deploy bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -31,11 +31,14 @@ run: $(STAMP) ## run the whole pipeline through Prefect on the bundled digits (A
 repro: $(STAMP) ## reproduce the pipeline with DVC alone (`dvc repro`)
 	$(RUN) dvc repro
 
-test: $(STAMP) ## run the test suite (fast: tiny epochs; excludes tests marked slow)
-	$(RUN) pytest -m "not slow" $(PYTEST_ARGS)
+test: $(STAMP) ## run the test suite (fast: tiny epochs; excludes tests marked slow or topology)
+	$(RUN) pytest -m "not slow and not topology" $(PYTEST_ARGS)
 
-test-slow: $(STAMP) ## run only the slow tests (real MNIST data, longer training)
-	$(RUN) pytest -m slow $(PYTEST_ARGS)
+test-slow: $(STAMP) ## run only the slow tests (real MNIST data, longer training, server start-ups)
+	$(RUN) pytest -m "slow and not topology" $(PYTEST_ARGS)
+
+test-topology: $(STAMP) ## team-deployment tests: need PostgreSQL on 127.0.0.1:5432 (skipped otherwise)
+	$(RUN) pytest -m topology $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff lint (complexity <= 12) and format check, mypy, functions <= 60 lines
 	$(RUN) ruff check .

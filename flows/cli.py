@@ -41,6 +41,7 @@ def _run_flow(args: argparse.Namespace) -> int:
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
     from flows.retrain import retrain
+    from tasks.preflight import PreflightError
     from tasks.report import format_table
     from tasks.stages import StageError
 
@@ -51,7 +52,7 @@ def _run_flow(args: argparse.Namespace) -> int:
             name=args.name,
             repo=str(Path.cwd()),
         )
-    except StageError as error:
+    except (StageError, PreflightError) as error:
         print(f"\nimgflow run failed: {error}", file=sys.stderr)
         return 1
     print()
