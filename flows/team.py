@@ -72,7 +72,7 @@ def _databases(settings: Settings) -> tuple[str, ...]:
 
 def ensure_databases(settings: Settings) -> list[str]:
     """Create the MLflow, basic-auth and Prefect databases when missing; returns those created."""
-    import psycopg2  # type: ignore[import-untyped]
+    import psycopg2
     from psycopg2 import sql
 
     for name in _databases(settings):
@@ -111,7 +111,7 @@ def _first_line(error: Exception) -> str:
 
 def ensure_bucket(settings: Settings, timeout: float = 60.0) -> None:
     """Create the bucket unless it exists; retries while a just-started store warms up."""
-    from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+    from botocore.exceptions import BotoCoreError, ClientError
 
     client = s3_client(settings)
     deadline = time.monotonic() + timeout

@@ -130,7 +130,7 @@ def s3_endpoint(settings: Settings) -> str:
 
 def s3_client(settings: Settings) -> Any:
     """A boto3 S3 client for the team's store (local or managed); it connects lazily."""
-    import boto3  # type: ignore[import-untyped]
+    import boto3
 
     return boto3.client(
         "s3",

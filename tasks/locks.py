@@ -162,7 +162,7 @@ def redact(url: str) -> str:
 
 def _connect(url: str, label: str) -> Any:
     """A dedicated autocommit session to the lock database, named after this process."""
-    import psycopg2  # type: ignore[import-untyped]
+    import psycopg2
 
     name = f"imgflow {socket.gethostname()}:{os.getpid()} {label}"[:MAX_APPLICATION_NAME]
     try:
@@ -206,7 +206,7 @@ def advisory_holder(connection: Any, key: int) -> str:
 
 def _acquire_advisory(connection: Any, key: int, timeout: float, label: str) -> None:
     """pg_advisory_lock(key), waiting at most `timeout` seconds (lock_timeout)."""
-    import psycopg2.errors  # type: ignore[import-untyped]
+    import psycopg2.errors
 
     with connection.cursor() as cursor:
         cursor.execute(

@@ -137,8 +137,8 @@ def check_prefect(
 
 
 def _s3_client(target: S3Target, timeout: float) -> Any:
-    import boto3  # type: ignore[import-untyped]
-    from botocore.config import Config  # type: ignore[import-untyped]
+    import boto3
+    from botocore.config import Config
 
     return boto3.client(
         "s3",
@@ -156,7 +156,7 @@ def _s3_client(target: S3Target, timeout: float) -> Any:
 
 def _s3_error_code(client: Any, bucket: str, code: str) -> str:
     """A HEAD answers only "403"; a listing names the reason (bad secret, unknown key, denied)."""
-    from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+    from botocore.exceptions import BotoCoreError, ClientError
 
     if code != "403":
         return code
