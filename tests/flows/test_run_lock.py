@@ -154,15 +154,6 @@ def test_the_cli_and_its_flow_share_the_lock_and_the_flow_run_is_named(
     running(runners, checkout)  # released on the way out: another process takes it
 
 
-@pytest.fixture(scope="module")
-def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 @pytest.mark.pipeline
 def test_retrain_flow_fails_with_the_line_while_another_run_holds_the_checkout(
     prefect_harness: None, checkout: Path, runners: list[Runner]
