@@ -31,8 +31,10 @@ run: $(STAMP) ## run the whole pipeline through Prefect on the bundled digits (A
 repro: $(STAMP) ## reproduce the pipeline with DVC alone (`dvc repro`)
 	$(RUN) dvc repro
 
+# Two pytest workers (one per core), a test file per worker at a time: the long pipeline tests
+# spend much of their time in subprocesses and I/O, so the suite finishes sooner.
 test: $(STAMP) ## run the test suite (fast: tiny epochs; excludes tests marked slow or topology)
-	$(RUN) pytest -m "not slow and not topology" $(PYTEST_ARGS)
+	$(RUN) pytest -m "not slow and not topology" -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-slow: $(STAMP) ## run only the slow tests (real MNIST data, longer training, server start-ups)
 	$(RUN) pytest -m "slow and not topology" $(PYTEST_ARGS)
