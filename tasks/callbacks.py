@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from tasks.atomic import atomic_path, write_json
+from tasks.checkpoint_store import SharedCheckpoint
 
 HISTORY_FILE = "history.json"  # per-epoch logs of every completed epoch, in the checkpoint folder
 BEST_WEIGHTS_FILE = "best.weights.h5"  # weights of the lowest val_loss so far (classifiers)
@@ -149,3 +150,16 @@ class SampleGrid(keras.callbacks.Callback):
         images = self.model.generate(labels, noise.astype("float32"))
         path = self.out_dir / f"epoch_{epoch + 1:03d}.png"
         save_image_grid(np.asarray(images), path, columns=8)
+
+
+class ShareCheckpoint(keras.callbacks.Callback):
+    """After each epoch's backup, copy the checkpoint folder to the shared store, so a retry on
+    another host resumes from it (tasks/checkpoint_store.py)."""
+
+    def __init__(self, shared: SharedCheckpoint, directory: Path) -> None:
+        super().__init__()
+        self.shared = shared
+        self.directory = directory
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.shared.upload(self.directory, epoch + 1)

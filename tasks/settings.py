@@ -71,6 +71,18 @@ class Settings:
     mlflow_password: str | None = field(default=None, repr=False)  # MLFLOW_TRACKING_PASSWORD
     prefect_api_url: str | None = None  # PREFECT_API_URL: unset = Prefect's temporary server
     prefect_api_auth_string: str | None = field(default=None, repr=False)  # PREFECT_API_AUTH_STRING
+    # Worker hand-off (docs/deploy.md): where a worker gets the code, keeps DVC's cache and
+    # copies each epoch's checkpoint.
+    git_url: str | None = (
+        None  # IMGFLOW_GIT_URL: the repository a worker clones the run's commit from
+    )
+    dvc_cache_dir: Path | None = (
+        None  # IMGFLOW_DVC_CACHE_DIR: a worker's DVC cache, kept across runs
+    )
+    checkpoint_url: str | None = None  # IMGFLOW_CHECKPOINT_URL: s3://bucket/prefix or file:///path
+    # IMGFLOW_RESTORE_ONLY=1: `tasks.train` refuses to train (a scheduler restoring a worker's
+    # training from DVC's run-cache must never train it again by accident).
+    restore_only: bool = False
 
     @classmethod
     def from_environment(
@@ -118,4 +130,10 @@ class Settings:
             mlflow_password=env.get("MLFLOW_TRACKING_PASSWORD") or None,
             prefect_api_url=env.get("PREFECT_API_URL") or None,
             prefect_api_auth_string=env.get("PREFECT_API_AUTH_STRING") or None,
+            git_url=env.get("IMGFLOW_GIT_URL") or None,
+            dvc_cache_dir=Path(cache).expanduser()
+            if (cache := env.get("IMGFLOW_DVC_CACHE_DIR"))
+            else None,
+            checkpoint_url=env.get("IMGFLOW_CHECKPOINT_URL") or None,
+            restore_only=env.get("IMGFLOW_RESTORE_ONLY", "") not in ("", "0"),
         )

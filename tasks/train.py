@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tasks.atomic import atomic_path, replace_dir, write_text
+from tasks.checkpoint_store import CheckpointStoreError, SharedCheckpoint, shared_checkpoint
 from tasks.params import (
     CNNParams,
     GANParams,
@@ -51,6 +52,7 @@ from tasks.paths import (
     history_plot_file,
     model_dir,
 )
+from tasks.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     import keras
@@ -271,14 +273,24 @@ def checkpoint_fingerprint(
     )
 
 
-def open_checkpoint(model: str, root: Path, fingerprint: str) -> Path:
-    """Per-model checkpoint folder, emptied when it was written for another fingerprint."""
+def open_checkpoint(
+    model: str, root: Path, fingerprint: str, shared: SharedCheckpoint | None = None
+) -> Path:
+    """Per-model checkpoint folder, emptied when it was written for another fingerprint.
+
+    Without a local checkpoint, the shared store's copy (if any) is downloaded, so a training
+    killed on another host resumes here from its last completed epoch.
+    """
     directory = checkpoint_root(model, root)
     stamp = directory / FINGERPRINT_FILE
     if directory.exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     write_text(stamp, fingerprint)
+    if shared is not None and not (directory / BACKUP_DIR).exists():
+        epoch = shared.download(directory)
+        if epoch is not None:
+            logger.info("%s: resuming from the shared checkpoint of epoch %d", model, epoch)
     return directory
 
 
@@ -337,7 +349,7 @@ def fit_gan(
     network.fit(
         train_data,
         epochs=params.epochs,
-        callbacks=[*callbacks, grids],
+        callbacks=[grids, *callbacks],  # the grid is on disk before the checkpoint copy
         shuffle=False,
         verbose=_verbosity(),
     )
@@ -388,11 +400,24 @@ def _staging_dir(model: str, root: Path) -> Path:
     return staging
 
 
+def epoch_callbacks(
+    record: TrainingRecord, backup: Path, shared: SharedCheckpoint | None, progress: Any
+) -> list[Any]:
+    """The record first, so an epoch's history is on disk before its backup, and both before
+    the shared copy; the progress line last."""
+    from tasks.callbacks import AtomicBackupAndRestore, ShareCheckpoint
+
+    callbacks: list[Any] = [record, AtomicBackupAndRestore(backup / BACKUP_DIR)]
+    if shared is not None:
+        callbacks.append(ShareCheckpoint(shared, backup))
+    return [*callbacks, progress]
+
+
 def train(model: str, root: Path, params: TrainParams, seed: int) -> TrainResult:
     """Train `model` from its params section; write model files, train.json and curves."""
     import tensorflow as tf
 
-    from tasks.callbacks import AtomicBackupAndRestore, EpochProgress, TrainingRecord
+    from tasks.callbacks import EpochProgress, TrainingRecord
 
     section = params.model(model)
     meta, splits = load_training_data(root, section)
@@ -401,12 +426,12 @@ def train(model: str, root: Path, params: TrainParams, seed: int) -> TrainResult
     images = len(splits.y["train"])
     train_data = make_dataset(splits.x["train"], splits.y["train"], batch_size, shuffle_seed=seed)
     fingerprint = checkpoint_fingerprint(section, seed, params.deterministic, root / SPLITS_FILE)
-    backup = open_checkpoint(model, root, fingerprint)
+    shared = shared_checkpoint(model, fingerprint, Settings.from_environment())
+    backup = open_checkpoint(model, root, fingerprint, shared)
     progress = EpochProgress(model, section.epochs, images)
     patience = None if isinstance(section, GANParams) else section.early_stopping_patience
     record = TrainingRecord(backup, patience)
-    # The record runs first so its history of an epoch is on disk before the backup of it.
-    callbacks: list[Any] = [record, AtomicBackupAndRestore(backup / BACKUP_DIR), progress]
+    callbacks = epoch_callbacks(record, backup, shared, progress)
     staging = _staging_dir(model, root)
     gpus = len(tf.config.list_physical_devices("GPU"))
     with strategy.scope():
@@ -439,6 +464,8 @@ def train(model: str, root: Path, params: TrainParams, seed: int) -> TrainResult
         resumed_at_epoch=record.resumed_at,
     )
     publish(model, root, staging, result)
+    if shared is not None:
+        shared.discard()
     return result
 
 
@@ -452,6 +479,15 @@ def write_history_csv(history: dict[str, list[float]], path: Path) -> None:
             writer.writerow([epoch + 1, *(f"{history[k][epoch]:.6f}" for k in keys)])
 
 
+def restore_only_message(model: str) -> str:
+    """Why a scheduler restoring a worker's training refuses to train it itself."""
+    return (
+        f"train {model}: not trained here (IMGFLOW_RESTORE_ONLY is set): DVC's run-cache holds "
+        f"no training of train@{model} for this checkout's code, params and prepared data, so "
+        "the worker trained other inputs; commit and push the code, then rerun"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=MODEL_NAMES)
@@ -460,9 +496,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        if Settings.from_environment().restore_only:
+            print(restore_only_message(args.model), file=sys.stderr)
+            return 1
         params = load_section(TrainParams, "train", args.params)
         result = train(args.model, args.root, params, load_seed(args.params))
-    except (ParamsError, FileNotFoundError) as error:
+    except (ParamsError, SettingsError, CheckpointStoreError, FileNotFoundError) as error:
         print(f"train {args.model} failed before training: {error}", file=sys.stderr)
         return 1
     print(

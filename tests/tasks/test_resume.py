@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,8 +36,9 @@ def _completed_epochs(history_file: Path) -> int:
         return 0
 
 
-def _kill_after_first_checkpoint(model: str) -> int:
-    """Start a training process, SIGKILL it once an epoch is checkpointed; return that count."""
+def _kill_after_first_checkpoint(model: str, store: Path | None = None) -> int:
+    """Start a training process, SIGKILL it once an epoch is checkpointed (and, with `store`,
+    copied to that shared store); return the count of completed epochs."""
     checkpoint = Path(CHECKPOINTS_DIR) / model
     process = subprocess.Popen(
         [sys.executable, "-m", "tasks.train", model],
@@ -51,7 +53,8 @@ def _kill_after_first_checkpoint(model: str) -> int:
             if _completed_epochs(checkpoint / "history.json") >= 1 and any(
                 (checkpoint / "backup").glob("*")
             ):
-                break
+                if store is None or any(store.glob(f"{model}/*/latest.json")):
+                    break
             time.sleep(0.02)
     finally:
         if process.poll() is None:
@@ -86,3 +89,50 @@ def test_killed_training_resumes_from_its_last_completed_epoch(repo_copy: Path, 
     assert not (Path(CHECKPOINTS_DIR) / model).exists()
     model_file = "model.keras" if model == "cnn" else "generator.keras"
     assert (Path(MODELS_DIR) / model / model_file).is_file()
+
+
+def test_killed_training_resumes_on_another_host_from_the_shared_checkpoint(
+    repo_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A preempted worker's checkout is gone with it: the retry on another host starts with no
+    local checkpoint and resumes from the copy in the shared store (IMGFLOW_CHECKPOINT_URL)."""
+    store = tmp_path / "shared-store"
+    monkeypatch.setenv("IMGFLOW_CHECKPOINT_URL", store.as_uri())
+    _prepare(repo_copy, "cnn")
+    completed = _kill_after_first_checkpoint("cnn", store)
+    shared = list(store.glob("cnn/*/latest.json"))
+    assert len(shared) == 1
+    uploaded = json.loads(shared[0].read_text())["epoch"]
+    assert 1 <= uploaded <= completed
+    # The other host: the same commit and prepared data, no local checkpoint at all.
+    other = tmp_path / "other-host"
+    shutil.copytree(repo_copy, other, ignore=shutil.ignore_patterns("checkpoints"))
+    assert not (other / CHECKPOINTS_DIR).exists()
+    restarted = subprocess.run(
+        [sys.executable, "-m", "tasks.train", "cnn"],
+        cwd=other,
+        env={**os.environ, "PYTHONPATH": str(other)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert restarted.returncode == 0, restarted.stderr
+    assert f"resuming from the shared checkpoint of epoch {uploaded}" in restarted.stderr
+    record = json.loads((other / MODELS_DIR / "cnn" / "train.json").read_text())
+    assert record["resumed_at_epoch"] == uploaded  # epochs counted across the kill
+    assert record["epochs_run"] == EPOCHS
+    assert all(len(values) == EPOCHS for values in record["history"].values())
+    assert not any(store.rglob("*.json")), "the finished training's shared copy is discarded"
+
+
+def test_restore_only_checkout_refuses_to_train(repo_copy: Path, monkeypatch: pytest.MonkeyPatch):
+    """A scheduler restoring a worker's training from DVC's run-cache never trains it itself."""
+    _prepare(repo_copy, "cnn")
+    monkeypatch.setenv("IMGFLOW_RESTORE_ONLY", "1")
+    refused = subprocess.run(
+        [sys.executable, "-m", "tasks.train", "cnn"], capture_output=True, text=True, check=False
+    )
+    assert refused.returncode == 1
+    assert "not trained here (IMGFLOW_RESTORE_ONLY is set)" in refused.stderr
+    assert not (Path(MODELS_DIR) / "cnn").exists()
+    assert not (Path(CHECKPOINTS_DIR) / "cnn").exists()
