@@ -2,8 +2,10 @@
 
 Classifiers: accuracy, loss, macro-F1, per-class scores, calibration error, confusion matrix and
 the worst-classified images. GAN: the share of generated images that the run's CNN recognises as
-the requested class, the classes covered, and the Frechet distance in the CNN's feature space
-(next to the same distance between real train and test images: the floor a perfect GAN reaches).
+the requested class, the classes covered, and, in the CNN's feature space, how faithful and how
+diverse the samples are (Frechet distance, precision/recall, density/coverage, overall and per
+class, each next to the same measure of real train images: tasks.gan_metrics), plus a figure of
+samples next to their nearest training images.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     import keras
 
 INTERPOLATION_STEPS = 10  # images per row of plots/images/gan/interpolation.png
+NEAREST_PAIRS = 5  # (sample, nearest training image) pairs per class in nearest_real.png
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -126,23 +129,6 @@ def evaluate_classifier(
     return metrics
 
 
-def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """Frechet distance between Gaussians fitted to two feature sets (the FID formula)."""
-    from scipy import linalg
-
-    mean_a, mean_b = features_a.mean(axis=0), features_b.mean(axis=0)
-    cov_a = np.cov(features_a, rowvar=False)
-    cov_b = np.cov(features_b, rowvar=False)
-    covariance_sqrt = linalg.sqrtm(cov_a @ cov_b)
-    if not np.isfinite(covariance_sqrt).all():
-        # Singular covariances (few samples, dead features): regularise as the FID reference does.
-        offset = np.eye(len(cov_a)) * 1e-6
-        covariance_sqrt = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
-    covariance_sqrt = np.real(covariance_sqrt)
-    distance = ((mean_a - mean_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covariance_sqrt)
-    return float(max(distance, 0.0))
-
-
 def generate_images(generator: keras.Model, noise: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Run a generator (tanh output) on noise and integer labels; returns pixels in 0..255."""
     from models.gan import tanh_to_pixels
@@ -155,21 +141,36 @@ def generate_images(generator: keras.Model, noise: np.ndarray, labels: np.ndarra
     return tanh_to_pixels(images)
 
 
+LabelledImages = tuple[np.ndarray, np.ndarray]  # (uint8 images (N, H, W, C), int labels (N,))
+
+
+def embedding_model(judge: keras.Model) -> keras.Model:
+    """The judge CNN cut at its "embedding" layer: the feature space every GAN distance uses."""
+    import keras
+
+    from models import EMBEDDING_LAYER_NAME
+
+    return keras.Model(judge.inputs, judge.get_layer(EMBEDDING_LAYER_NAME).output)
+
+
+def embed(features: keras.Model, images: np.ndarray) -> np.ndarray:
+    """Feature rows of raw 0..255 images, in batches."""
+    return np.asarray(features.predict(images.astype("float32"), batch_size=256, verbose=0))
+
+
 def _score_generator(
     generator: keras.Model,
     judge: keras.Model,
-    x_train: np.ndarray,
-    x_test: np.ndarray,
+    train: LabelledImages,
+    test: LabelledImages,
     class_names: list[str],
     params: EvaluateParams,
     seed: int,
 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """score_generator's metrics plus the requested and recognised class of each sample."""
-    import keras
+    from tasks.gan_metrics import diversity_metrics, matched_real_sample
 
-    from models import EMBEDDING_LAYER_NAME
-
-    features = keras.Model(judge.inputs, judge.get_layer(EMBEDDING_LAYER_NAME).output)
+    features = embedding_model(judge)
     classes = len(class_names)
     count = params.gan_samples
     rng = np.random.default_rng(seed)
@@ -181,37 +182,34 @@ def _score_generator(
     probabilities = predict_probabilities(judge, generated)
     recognisable = probabilities[np.arange(count), labels] >= params.confidence
     covered = np.unique(labels[recognisable])
-    recognised = probabilities.argmax(axis=1)
-
-    # Both distances compare a set of `count` images with the whole test split, so the floor
-    # (real train images) and the GAN's distance carry the same small-sample bias. The train
-    # images are a random sample: the split arrays may be ordered by class.
-    real = rng.choice(len(x_train), size=min(count, len(x_train)), replace=False)
-    test_features = features.predict(x_test.astype("float32"), batch_size=256, verbose=0)
-    train_features = features.predict(
-        x_train[np.sort(real)].astype("float32"), batch_size=256, verbose=0
-    )
-    fake_features = features.predict(generated, batch_size=256, verbose=0)
-    metrics = {
+    metrics: dict[str, Any] = {
         "recognisable_share": float(recognisable.mean()),
         "classes_covered": len(covered),
         "classes_total": classes,
-        "frechet_distance": frechet_distance(fake_features, test_features),
-        "frechet_floor": frechet_distance(train_features, test_features),
         "generated_images": count,
         "per_class_recognisable": {
             name: float(recognisable[labels == index].mean())
             for index, name in enumerate(class_names)
         },
     }
-    return metrics, labels, recognised
+    # Every measure compares a set of `count` images with the whole test split: the samples, and
+    # real train images with the samples' class counts (floor and ceilings), so both carry the
+    # same small-sample bias.
+    real = matched_real_sample(train[1], labels, rng)
+    metrics |= diversity_metrics(
+        (embed(features, test[0]), np.asarray(test[1])),
+        (embed(features, generated), labels),
+        (embed(features, train[0][real]), np.asarray(train[1])[real]),
+        class_names,
+    )
+    return metrics, labels, probabilities.argmax(axis=1)
 
 
 def score_generator(
     generator: keras.Model,
     judge: keras.Model,
-    x_train: np.ndarray,
-    x_test: np.ndarray,
+    train: LabelledImages,
+    test: LabelledImages,
     class_names: Sequence[str],
     params: EvaluateParams,
     seed: int,
@@ -219,13 +217,13 @@ def score_generator(
     """Metrics of a class-conditional generator judged by a CNN; no file I/O.
 
     `params` is the typed evaluate section (gan_samples, confidence). A sample is "recognisable"
-    when the judge gives the requested class probability >= confidence. The Frechet distance is
-    taken in the judge's "embedding" layer between the samples and the test images, next to the
-    same distance between train and test images (frechet_floor). Same dict as metrics/gan.json.
+    when the judge gives the requested class probability >= confidence. Fidelity and diversity
+    (Frechet distance, precision/recall, density/coverage, overall and per class, next to the
+    same measures of real train images: tasks.gan_metrics) are taken in the judge's "embedding"
+    layer against the test images. `coverage_score` is the gate's headline. Same dict as
+    metrics/gan.json.
     """
-    metrics, _, _ = _score_generator(
-        generator, judge, x_train, x_test, list(class_names), params, seed
-    )
+    metrics, _, _ = _score_generator(generator, judge, train, test, list(class_names), params, seed)
     return metrics
 
 
@@ -255,16 +253,29 @@ def _load_judge(root: Path) -> keras.Model:
     return keras.models.load_model(judge_file, safe_mode=True)
 
 
+def save_nearest_real(
+    judge: keras.Model, samples: np.ndarray, train_images: np.ndarray, path: Path, columns: int
+) -> None:
+    """Each sample next to its nearest training image in the judge's embedding space: copies and
+    near-copies show as identical pairs, collapse as one repeated pair per row."""
+    from tasks.figures import save_pair_grid
+    from tasks.gan_metrics import nearest_rows
+
+    features = embedding_model(judge)
+    nearest = nearest_rows(embed(features, samples), embed(features, train_images))
+    save_pair_grid(samples, train_images[nearest], path, pairs_per_row=columns)
+
+
 def evaluate_gan(
     root: Path,
-    x_train: np.ndarray,
-    x_test: np.ndarray,
+    train: LabelledImages,
+    test: LabelledImages,
     class_names: list[str],
     params: EvaluateParams,
     seed: int,
 ) -> dict[str, Any]:
-    """Score the trained generator with the run's CNN; write sample, interpolation and confusion
-    figures."""
+    """Score the trained generator with the run's CNN; write sample, nearest-real,
+    interpolation and confusion figures."""
     import keras
 
     from tasks.figures import save_image_grid
@@ -272,7 +283,7 @@ def evaluate_gan(
     generator = keras.models.load_model(model_file("gan", root), safe_mode=True)
     judge = _load_judge(root)
     metrics, labels, recognised = _score_generator(
-        generator, judge, x_train, x_test, class_names, params, seed
+        generator, judge, train, test, class_names, params, seed
     )
     # Requested class vs the class the CNN sees: the GAN's confusion matrix.
     write_csv(
@@ -288,6 +299,9 @@ def evaluate_gan(
     grid_noise = rng.normal(size=(len(grid_labels), latent_dim)).astype("float32")
     grid = generate_images(generator, grid_noise, grid_labels)
     save_image_grid(grid, figures / "samples.png", columns=10)
+    # The first NEAREST_PAIRS samples of each class's row, each with its nearest training image.
+    first = (np.arange(len(grid)) % 10) < NEAREST_PAIRS
+    save_nearest_real(judge, grid[first], train[0], figures / "nearest_real.png", NEAREST_PAIRS)
     steps = INTERPOLATION_STEPS
     strip = latent_interpolation(generator, classes, steps, seed + 2)
     save_image_grid(strip, figures / "interpolation.png", columns=steps)
@@ -326,7 +340,10 @@ def evaluate(model: str, root: Path, params: EvaluateParams, seed: int) -> dict[
     if model in CLASSIFIERS:
         metrics = evaluate_classifier(model, root, splits.x["test"], splits.y["test"], class_names)
     else:
-        metrics = evaluate_gan(root, splits.x["train"], splits.x["test"], class_names, params, seed)
+        train = (splits.x["train"], splits.y["train"])
+        metrics = evaluate_gan(
+            root, train, (splits.x["test"], splits.y["test"]), class_names, params, seed
+        )
     write_metrics(metrics, model_metrics_file(model, root))
     return metrics
 

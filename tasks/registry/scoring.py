@@ -40,9 +40,9 @@ def score_network(
         return score_classifier(network, splits.x["test"], splits.y["test"], class_names)
     if judge is None:
         raise MissingJudgeError(f"scoring a {model} needs a judge classifier")
-    return score_generator(
-        network, judge, splits.x["train"], splits.x["test"], class_names, evaluate, seed
-    )
+    train = (splits.x["train"], splits.y["train"])
+    test = (splits.x["test"], splits.y["test"])
+    return score_generator(network, judge, train, test, class_names, evaluate, seed)
 
 
 class ChampionScorer:

@@ -12,7 +12,6 @@ import pytest
 from tasks.evaluate import (
     classification_metrics,
     expected_calibration_error,
-    frechet_distance,
     write_metrics,
 )
 from tasks.params import EvaluateParams
@@ -40,21 +39,6 @@ def test_calibration_error_weights_each_bin_by_its_share() -> None:
     labels = np.array([0, 1, 0, 1])
     expected = 0.5 * 0.35 + 0.5 * 0.45
     assert expected_calibration_error(probabilities, labels) == pytest.approx(expected, abs=1e-12)
-
-
-def test_frechet_distance_is_zero_for_identical_sets_and_grows_with_shift() -> None:
-    features = np.random.default_rng(0).normal(size=(500, 4))
-    assert frechet_distance(features, features) < 1e-6
-    shifted = frechet_distance(features, features + 3.0)
-    assert abs(shifted - 36.0) < 1e-6  # squared mean shift: 4 dimensions x 3^2
-
-
-def test_frechet_distance_of_scaled_gaussians_matches_the_formula() -> None:
-    # Same means, covariances I and 4I in 2 dimensions: trace(I + 4I - 2 * 2I) = 2.
-    features = np.random.default_rng(1).normal(size=(20000, 2))
-    features -= features.mean(axis=0)
-    whitened = features @ np.linalg.inv(np.linalg.cholesky(np.cov(features, rowvar=False))).T
-    assert frechet_distance(whitened, 2 * whitened) == pytest.approx(2.0, abs=1e-6)
 
 
 def _set_classifier(classes: int, confidence: float):
@@ -131,24 +115,53 @@ def test_score_generator_reports_recognisability_coverage_and_frechet(tmp_path, 
     monkeypatch.chdir(tmp_path)
     judge, generator = _tiny_models()
     rng = np.random.default_rng(0)
-    x_train = rng.integers(0, 256, size=(40, 8, 8, 1)).astype("uint8")
-    x_test = rng.integers(0, 256, size=(20, 8, 8, 1)).astype("uint8")
+    train = (rng.integers(0, 256, size=(40, 8, 8, 1)).astype("uint8"), np.arange(40) % 3)
+    test = (rng.integers(0, 256, size=(20, 8, 8, 1)).astype("uint8"), np.arange(20) % 3)
     names = ["a", "b", "c"]
     # Confidence 1.0: an untrained softmax never gives a class all of it, so nothing counts.
     strict = EvaluateParams(gan_samples=30, confidence=1.0)
-    none = score_generator(generator, judge, x_train, x_test, names, strict, seed=1)
+    none = score_generator(generator, judge, train, test, names, strict, seed=1)
     assert none["recognisable_share"] == 0.0 and none["classes_covered"] == 0
     # The smallest confidence: every sample counts, and 30 samples cycle through 3 classes.
     lenient = EvaluateParams(gan_samples=30, confidence=1e-9)
-    every = score_generator(generator, judge, x_train, x_test, names, lenient, seed=1)
+    every = score_generator(generator, judge, train, test, names, lenient, seed=1)
     assert every["recognisable_share"] == 1.0 and every["classes_covered"] == 3
     assert every["per_class_recognisable"] == {"a": 1.0, "b": 1.0, "c": 1.0}
     assert every["generated_images"] == 30 and every["classes_total"] == 3
+    # Fidelity and diversity, overall and per class, next to real train images' values.
+    for key in ("precision", "recall", "density", "coverage", "frechet_distance"):
+        assert key in every and key in every["per_class"]["b"]
+    for key in ("coverage_ceiling", "recall_ceiling", "frechet_floor", "frechet_ratio"):
+        assert key in every and key in every["per_class"]["c"]
+    assert 0.0 <= every["coverage_score"] <= 1.0
+    assert every["min_class_coverage"] == min(c["coverage"] for c in every["per_class"].values())
     # The distances do not depend on the confidence, only on the samples (the seed).
     assert every["frechet_distance"] == none["frechet_distance"]
-    other_seed = score_generator(generator, judge, x_train, x_test, names, lenient, seed=2)
+    assert every["coverage_score"] == none["coverage_score"]
+    other_seed = score_generator(generator, judge, train, test, names, lenient, seed=2)
     assert other_seed["frechet_distance"] != every["frechet_distance"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_nearest_real_figure_pairs_each_sample_with_a_training_image(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from tasks.evaluate import save_nearest_real
+
+    judge, _ = _tiny_models()
+    train = np.random.default_rng(0).integers(0, 256, size=(12, 8, 8, 1)).astype("uint8")
+    path = tmp_path / "nearest_real.png"
+    # Samples that are training images: each is its own nearest neighbour, pairs identical.
+    save_nearest_real(judge, train[[3, 7, 1, 0, 5, 9]].astype("float32"), train, path, columns=3)
+    picture = np.asarray(Image.open(path))
+    scale, gap = 4, 2  # save_pair_grid's defaults for 8-pixel-wide images
+    assert picture.shape == (scale * (2 * 9 + 1), scale * (3 * (2 * 8 + 1 + gap) + 1))
+    for row in range(2):
+        for column in range(3):
+            top, left = scale * (1 + row * 9), scale * (1 + column * (17 + gap))
+            sample = picture[top : top + 32, left : left + 32]
+            nearest = picture[top : top + 32, left + 36 : left + 68]
+            np.testing.assert_array_equal(sample, nearest)
 
 
 def test_generated_images_are_the_generators_output_mapped_to_pixels() -> None:

@@ -335,8 +335,8 @@ class ExactModels:
         metrics = score_generator(
             keras.models.load_model(directory / GENERATOR_FILE, safe_mode=True),
             keras.models.load_model(model_file("cnn", root), safe_mode=True),
-            splits.x["train"],
-            splits.x["test"],
+            (splits.x["train"], splits.y["train"]),
+            (splits.x["test"], splits.y["test"]),
             CLASSES,
             EvaluateParams(**PARAMS["evaluate"]),
             PARAMS["seed"],
