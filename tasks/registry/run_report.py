@@ -25,14 +25,49 @@ from tasks.paths import DATA_DVC_FILE, RUN_REPORT_HTML, RUN_REPORT_MARKDOWN, ima
 from tasks.registry.versions import RegisteredModel
 from tasks.validation.report import VALIDATION_TABLE_HEADER, validation_rows
 
-LOWER_IS_BETTER = {"test_loss", "expected_calibration_error", "frechet_distance"}
-REFERENCE_METRICS = {"frechet_floor"}  # a property of the data (train vs test), not the model
+LOWER_IS_BETTER = {
+    "test_loss",
+    "expected_calibration_error",
+    "frechet_distance",
+    "frechet_ratio",
+    "max_class_frechet_ratio",
+}
+# Properties of the data (real train images vs test images), not of the model: the GAN's
+# Frechet floor and the real-vs-real ceilings of its diversity measures.
+REFERENCE_METRICS = {"frechet_floor", "coverage_ceiling", "recall_ceiling", "precision_ceiling"}
 COUNT_METRICS = {"classes_covered", "classes_total", "test_images", "generated_images"}
 COMPARED_METRICS: dict[str, tuple[str, ...]] = {
     "cnn": ("test_accuracy", "macro_f1", "test_loss", "expected_calibration_error"),
     "rnn": ("test_accuracy", "macro_f1", "test_loss", "expected_calibration_error"),
-    "gan": ("recognisable_share", "classes_covered", "frechet_distance", "frechet_floor"),
+    "gan": (
+        "coverage_score",
+        "recognisable_share",
+        "classes_covered",
+        "coverage",
+        "coverage_ceiling",
+        "min_class_coverage",
+        "recall",
+        "recall_ceiling",
+        "min_class_recall",
+        "precision",
+        "precision_ceiling",
+        "frechet_distance",
+        "frechet_floor",
+        "frechet_ratio",
+        "max_class_frechet_ratio",
+    ),
 }
+PER_CLASS_HEADER = [
+    "class",
+    "recognisable",
+    "coverage",
+    "real coverage",
+    "recall",
+    "real recall",
+    "Frechet",
+    "floor",
+    "ratio",
+]
 GATE_HEADER = [
     "model",
     "version",
@@ -66,6 +101,7 @@ class ModelSection:
     judge: str
     metrics: Table
     figures: list[Figure] = field(default_factory=list)
+    per_class: Table | None = None  # the GAN's measures per class (this version's)
 
 
 @dataclass(frozen=True)
@@ -162,7 +198,28 @@ def _model_section(root: Path, entry: RegisteredModel) -> ModelSection:
         for plot in sorted(images_dir(entry.model, root).glob("*.png"))
     ]
     heading = f"{entry.model}: {entry.registered_name} v{entry.version}"
-    return ModelSection(heading, entry.judge, table, figures)
+    return ModelSection(heading, entry.judge, table, figures, _per_class_table(metrics))
+
+
+def _per_class_table(metrics: dict[str, Any]) -> Table | None:
+    """The GAN's per-class fidelity and diversity next to real images' (None without them)."""
+    per_class = metrics.get("per_class")
+    if not isinstance(per_class, dict) or not per_class:
+        return None
+    recognisable = metrics.get("per_class_recognisable") or {}
+    keys = ("coverage", "coverage_ceiling", "recall", "recall_ceiling")
+    rows = [
+        [
+            name,
+            _number(recognisable.get(name)),
+            *(_number(scores.get(key)) for key in keys),
+            *(_number(scores.get(key)) for key in ("frechet_distance", "frechet_floor")),
+            _number(scores.get("frechet_ratio")),
+        ]
+        for name, scores in per_class.items()
+        if isinstance(scores, dict)
+    ]
+    return Table(PER_CLASS_HEADER, rows)
 
 
 def build_report(
