@@ -1,8 +1,10 @@
 """Ingest: materialise a source dataset as the canonical raw image folder in `data/`.
 
-Layout written: `data/<class name>/<index>.png` (one PNG per image) plus `data/manifest.json`
-(dataset name, source, class names, image shape, counts). Output is byte-deterministic for a
-given source, so the committed `data.dvc` matches a fresh ingest of the bundled default.
+Layout written: `data/<class name>/<index>.png` (one PNG per image; the folder source copies
+each file as it is, `<index>.<png|jpg|jpeg>`, so any size or colour mode is kept for the prepare
+step's image policy) plus `data/manifest.json` (dataset name, source, class names, the (most
+common) image shape, counts). Output is byte-deterministic for a given source, so the committed
+`data.dvc` matches a fresh ingest of the bundled default.
 The folder is built next to `data/` and swapped in only when complete: bad input never leaves
 a half-written or mixed dataset behind.
 """
@@ -16,6 +18,7 @@ import logging
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +39,19 @@ class IngestError(ValueError):
 
 @dataclass(frozen=True)
 class SourceImages:
-    """Decoded images of a source: uint8 (N, H, W, C), int labels indexing class_names."""
+    """Decoded images of a source: uint8 (N, H, W, C), int labels indexing class_names; or,
+    for the folder source, the files themselves (copied as they are) and their common shape."""
 
     images: np.ndarray
     labels: np.ndarray
     class_names: list[str]
     origin: str
+    files: list[Path] | None = None
+
+    @property
+    def image_shape(self) -> list[int]:
+        """(height, width, channels) of the images: the most common one for a folder source."""
+        return [int(v) for v in self.images.shape[1:]]
 
 
 @dataclass(frozen=True)
@@ -130,7 +140,9 @@ def load_folder_source(path: Path) -> SourceImages:
     """Any class-per-folder tree of PNG/JPEG files; class names are the sub-folder names.
 
     Every file is checked before failing, so the error lists all bad files (first 20), not
-    just the first one; nothing is written unless every file is usable.
+    just the first one; nothing is written unless every file is usable. Files may differ in
+    size and colour mode: they are copied as they are, and the prepare step's image policy
+    (`prepare.image_size`, `color_mode` in params.yaml) gives them one shape.
     """
     if not path.is_dir():
         raise IngestError(f"folder source: {path} is not a directory")
@@ -140,7 +152,8 @@ def load_folder_source(path: Path) -> SourceImages:
     )
     if not class_dirs:
         raise IngestError(f"folder source {path}: no class sub-folders found (empty dataset)")
-    images: list[np.ndarray] = []
+    kept: list[Path] = []
+    shapes: Counter[tuple[int, ...]] = Counter()
     labels: list[int] = []
     problems: list[str] = []
     for label, class_dir in enumerate(class_dirs):
@@ -153,19 +166,11 @@ def load_folder_source(path: Path) -> SourceImages:
             problems.append(f"{class_dir}: class folder holds no PNG/JPEG images")
         for file in files:
             try:
-                images.append(decode_image(file, root))
+                shapes[decode_image(file, root).shape] += 1
+                kept.append(file)
                 labels.append(label)
             except IngestError as error:
                 problems.append(str(error))
-    shapes: dict[tuple[int, ...], list[str]] = {}
-    for image, file_label in zip(images, labels, strict=True):
-        shapes.setdefault(image.shape, []).append(class_dirs[file_label].name)
-    if len(shapes) > 1:
-        counts = {"x".join(map(str, shape)): len(v) for shape, v in shapes.items()}
-        problems.append(
-            f"images have different shapes (height x width x channels: count) {counts}; "
-            "resize them to one shape and channel count first"
-        )
     if problems:
         listed = "\n  ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
@@ -173,7 +178,9 @@ def load_folder_source(path: Path) -> SourceImages:
             f"folder source {path}: {len(problems)} problem(s), nothing ingested:\n  {listed}{more}"
         )
     class_names = [class_dir.name for class_dir in class_dirs]
-    return SourceImages(np.stack(images), np.asarray(labels, np.int64), class_names, "folder")
+    common = shapes.most_common(1)[0][0] if shapes else (0, 0, 0)
+    empty = np.zeros((0, *common), np.uint8)
+    return SourceImages(empty, np.asarray(labels, np.int64), class_names, "folder", kept)
 
 
 def load_source(source: str, path: Path | None) -> SourceImages:
@@ -201,16 +208,24 @@ def write_image_folder(
     next_index = np.zeros(len(loaded.class_names), dtype=np.int64)
     for class_name in loaded.class_names:
         (out_dir / class_name).mkdir(parents=True)
-    for image, label in zip(loaded.images, loaded.labels, strict=True):
-        file = out_dir / loaded.class_names[label] / f"{next_index[label]:05d}.png"
-        next_index[label] += 1
-        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(file, format="PNG")
+    if loaded.files is not None:  # copied as they are: the image policy applies in prepare
+        for source_file, label in zip(loaded.files, loaded.labels, strict=True):
+            suffix = source_file.suffix.lower()
+            file = out_dir / loaded.class_names[label] / f"{next_index[label]:05d}{suffix}"
+            next_index[label] += 1
+            shutil.copyfile(source_file, file)
+    else:
+        for image, label in zip(loaded.images, loaded.labels, strict=True):
+            file = out_dir / loaded.class_names[label] / f"{next_index[label]:05d}.png"
+            next_index[label] += 1
+            picture = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+            picture.save(file, format="PNG")
     manifest: dict[str, Any] = {
         "name": name,
         "source": source,
         "origin": loaded.origin,
         "class_names": loaded.class_names,
-        "image_shape": list(loaded.images.shape[1:]),
+        "image_shape": loaded.image_shape,
         "count": len(loaded.labels),
         "class_counts": {n: int(c) for n, c in zip(loaded.class_names, counts, strict=True)},
     }

@@ -31,9 +31,22 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+ColorMode = Literal["grayscale", "rgb", "rgba"]
+Interpolation = Literal["bilinear", "nearest", "bicubic", "area", "lanczos"]
+
+
 class PrepareParams(Section):
+    """The split, and the image policy (Keras `image_dataset_from_directory` names): with
+    `image_size` null every image keeps its own size, with `color_mode` null grey images stay
+    grey and colour ones become rgb."""
+
     val_fraction: float = Field(gt=0, lt=1)
     test_fraction: float = Field(gt=0, lt=1)
+    image_size: list[int] | None = Field(default=None, min_length=2, max_length=2)  # [H, W]
+    color_mode: ColorMode | None = None
+    crop_to_aspect_ratio: bool = False
+    pad_to_aspect_ratio: bool = False
+    interpolation: Interpolation = "bilinear"
 
     @model_validator(mode="after")
     def _leaves_training_images(self) -> Self:
@@ -42,6 +55,17 @@ class PrepareParams(Section):
                 "prepare.val_fraction + prepare.test_fraction must be below 1 "
                 f"(got {self.val_fraction} + {self.test_fraction})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _one_aspect_rule(self) -> Self:
+        if self.crop_to_aspect_ratio and self.pad_to_aspect_ratio:
+            raise ValueError(
+                "prepare.crop_to_aspect_ratio and prepare.pad_to_aspect_ratio cannot both be "
+                "true: crop to the target aspect ratio, pad to it, or neither (stretch)"
+            )
+        if self.image_size is not None and min(self.image_size) < 1:
+            raise ValueError(f"prepare.image_size must be positive, got {list(self.image_size)}")
         return self
 
 
@@ -81,7 +105,9 @@ class ValidateParams(Section):
 
 
 class CNNParams(Section):
-    epochs: int = Field(gt=0)
+    epochs: int = Field(gt=0)  # at most this many epochs
+    steps: int | None = Field(default=None, gt=0)  # budget in optimiser steps (see tasks/budget)
+    warmup_steps: int = Field(default=0, ge=0)  # linear learning-rate warm-up from 0
     batch_size: int = Field(gt=0)
     optimizer: Optimizer
     learning_rate: float = Field(gt=0)
@@ -101,7 +127,9 @@ class CNNParams(Section):
 
 
 class RNNParams(Section):
-    epochs: int = Field(gt=0)
+    epochs: int = Field(gt=0)  # at most this many epochs
+    steps: int | None = Field(default=None, gt=0)  # budget in optimiser steps (see tasks/budget)
+    warmup_steps: int = Field(default=0, ge=0)  # linear learning-rate warm-up from 0
     batch_size: int = Field(gt=0)
     optimizer: Optimizer
     learning_rate: float = Field(gt=0)
@@ -121,7 +149,8 @@ class RNNParams(Section):
 
 
 class GANParams(Section):
-    epochs: int = Field(gt=0)
+    epochs: int = Field(gt=0)  # at most this many epochs
+    steps: int | None = Field(default=None, gt=0)  # budget in optimiser steps (see tasks/budget)
     batch_size: int = Field(gt=0)
     latent_dim: int = Field(gt=0)
     generator_learning_rate: float = Field(gt=0)

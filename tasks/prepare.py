@@ -2,10 +2,12 @@
 
 The split is stratified by class with the shared seed, so every split keeps the dataset's class
 distribution and the same data + params always give the same (byte-identical) arrays.
-The same single decode pass writes the per-image profile table (tasks/profile.py) that the
-validate step checks. Files that cannot be used (decode failure, a shape other than the
-manifest's, a folder outside the declared classes) are recorded there with split `excluded`
-and left out of the arrays instead of stopping the run: validation then reports all of them.
+The same single decode pass applies the declared image policy (`prepare.image_size`,
+`color_mode`, aspect ratio rule; tasks/image_policy.py) and writes the per-image profile table
+(tasks/profile.py) that the validate step checks; the files in data/ are never changed. Files
+that cannot be used (decode failure, a shape other than the dataset's, a folder outside the
+declared classes) are recorded there with split `excluded` and left out of the arrays instead
+of stopping the run: validation then reports all of them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from tasks.atomic import atomic_path, write_json
+from tasks.image_policy import ImagePolicy
 from tasks.ingest import IngestError, read_manifest
 from tasks.params import ParamsError, PrepareParams, load_section, load_seed
 from tasks.paths import (
@@ -189,11 +192,12 @@ def prepare(
     profile (next to splits_file unless profile_file is given); returns the metadata."""
     manifest = read_manifest(data_dir)
     class_names = [str(name) for name in manifest["class_names"]]
-    declared_shape = tuple(int(v) for v in manifest["image_shape"])
+    policy = ImagePolicy.from_params(params)
+    declared_shape = policy.target_shape(manifest["image_shape"])
     files, folders = list_all_files(data_dir, class_names)
     if not files:
         raise IngestError(f"{data_dir} holds no images: run `imgflow ingest` first")
-    profiled = profile_files(files, data_dir)
+    profiled = profile_files(files, data_dir, policy=policy)
     labels = np.asarray(
         [class_names.index(f) if f in class_names else -1 for f in folders], dtype=np.int64
     )
@@ -213,6 +217,7 @@ def prepare(
         "source": manifest["source"],
         "class_names": class_names,
         "image_shape": list(declared_shape),
+        "image_policy": policy.as_dict(),
         "seed": seed,
         "counts": {
             s: np.bincount(splits.y[s], minlength=len(class_names)).tolist() for s in SPLITS

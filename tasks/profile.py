@@ -8,13 +8,16 @@ row with its `error` and no pixels instead of stopping the run, so validation ca
 bad file at once.
 
 Columns: path, label (-1 for a folder outside the declared classes), label_name, split
-(train/val/test, or `excluded` for rows not in the arrays), error, format, mode, channels,
-width, height, file_size, pixel_min, pixel_max, pixel_mean, pixel_std, sha256 (of the decoded
-pixels, so re-encoded copies match), dhash (64-bit difference hash, as a signed int64).
+(train/val/test, or `excluded` for rows not in the arrays), error, format, mode (the file's own
+colour mode), channels, width, height (after the image policy, tasks/image_policy.py),
+source_width, source_height (the upright file's own size), upscale (linear enlargement applied),
+blank_after_resize, file_size, pixel_min, pixel_max, pixel_mean, pixel_std, sha256 (of the
+decoded pixels, so re-encoded copies match), dhash (64-bit difference hash, as a signed int64).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import warnings
@@ -30,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from tasks.atomic import atomic_path
+from tasks.image_policy import ImagePolicy, apply_policy
 from tasks.paths import IMAGE_SUFFIXES, PROFILE_FILE
 
 if TYPE_CHECKING:
@@ -52,6 +56,10 @@ PROFILE_COLUMNS: tuple[str, ...] = (
     "channels",
     "width",
     "height",
+    "source_width",
+    "source_height",
+    "upscale",
+    "blank_after_resize",
     "file_size",
     "pixel_min",
     "pixel_max",
@@ -72,10 +80,17 @@ class Decoded:
     mode: str | None
     file_size: int
     sha256: str | None
+    source_size: tuple[int, int] | None = None  # (height, width) of the upright file
+    upscale: float = 1.0
+    blank_after_resize: bool = False
 
 
-def decode_file(path: Path, root: Path | None = None) -> Decoded:
-    """Decode one image file without raising: every failure becomes `Decoded.error`.
+NO_POLICY = ImagePolicy()
+
+
+def decode_file(path: Path, root: Path | None = None, policy: ImagePolicy = NO_POLICY) -> Decoded:
+    """Decode one image file under the image policy without raising: every failure becomes
+    `Decoded.error`.
 
     Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS) is enforced from the header,
     before any pixel is decoded, so a bomb costs microseconds, not gigabytes.
@@ -106,25 +121,26 @@ def decode_file(path: Path, root: Path | None = None) -> Decoded:
                         image.format,
                     )
                 image_format, mode = image.format, image.mode
-                array = _pixels(image)
+                pixels = apply_policy(image, policy)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         return _failed(f"decompression bomb: {error}", size)
     except Image.UnidentifiedImageError:
         return _failed("not an image (Pillow cannot identify the file)", size)
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         return _failed(f"cannot decode ({error})", size)
-    if array.ndim == 2:
-        array = array[..., np.newaxis]
+    array = pixels.array
     digest = hashlib.sha256(array.tobytes()).hexdigest()
-    return Decoded(array, None, image_format, mode, size, digest)
-
-
-def _pixels(image: Image.Image) -> np.ndarray:
-    """Decode to uint8: L and RGB stay, colour with alpha or a palette becomes RGB, others L."""
-    image.load()
-    if image.mode not in ("L", "RGB"):
-        image = image.convert("RGB" if "A" in image.mode or image.mode == "P" else "L")
-    return np.asarray(image, dtype=np.uint8)
+    return Decoded(
+        array,
+        None,
+        image_format,
+        mode,
+        size,
+        digest,
+        pixels.source_size,
+        pixels.upscale,
+        pixels.blank_after_resize,
+    )
 
 
 def _failed(message: str, size: int, image_format: str | None = None) -> Decoded:
@@ -142,10 +158,12 @@ class Profiled:
     groups: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]]  # shape -> (indices, images)
 
 
-def _profile_chunk(paths: Sequence[str], root: str, offset: int = 0) -> Profiled:
+def _profile_chunk(
+    paths: Sequence[str], root: str, offset: int = 0, policy: ImagePolicy = NO_POLICY
+) -> Profiled:
     """Decode, then compute statistics and hashes per shape group (worker entry point)."""
     root_path = Path(root)
-    decoded = [decode_file(Path(path), root_path) for path in paths]
+    decoded = [decode_file(Path(path), root_path, policy) for path in paths]
     n = len(decoded)
     shape = np.full((n, 3), -1, dtype=np.int64)
     stats = {key: np.full(n, np.nan) for key in STAT_COLUMNS}
@@ -164,12 +182,18 @@ def _profile_chunk(paths: Sequence[str], root: str, offset: int = 0) -> Profiled
             stats[column][indices] = values
         hashes[indices] = dhash(stack)
         groups[key] = (np.asarray(indices, dtype=np.int64) + offset, stack)
-    slim = [Decoded(None, d.error, d.format, d.mode, d.file_size, d.sha256) for d in decoded]
+    slim = [dataclasses.replace(item, array=None) for item in decoded]
     return Profiled(slim, shape, stats, hashes, groups)
 
 
-def profile_files(files: Sequence[Path], root: Path, workers: int | None = None) -> Profiled:
-    """Decode and profile files (in file order); in worker processes when it pays.
+def profile_files(
+    files: Sequence[Path],
+    root: Path,
+    workers: int | None = None,
+    policy: ImagePolicy = NO_POLICY,
+) -> Profiled:
+    """Decode and profile files (in file order) under the image policy; in worker processes
+    when it pays.
 
     Processes, not threads: for small images Pillow's Python-level header parsing holds the
     GIL longer than the C decoder releases it, so threads barely help (measured). Workers
@@ -179,17 +203,20 @@ def profile_files(files: Sequence[Path], root: Path, workers: int | None = None)
     workers = workers or os.cpu_count() or 1
     names = [str(file) for file in files]
     if workers < 2 or len(files) < PARALLEL_MIN_FILES:
-        return _profile_chunk(names, str(root))
+        return _profile_chunk(names, str(root), 0, policy)
     starts = list(range(0, len(names), CHUNK_FILES))
     chunks = [names[start : start + CHUNK_FILES] for start in starts]
     # fork: workers start in milliseconds and need not re-import the caller's __main__ (which
     # forkserver/spawn do, and which fails for `python -c` or stdin callers).
     try:
         with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-            parts = list(pool.map(_profile_chunk, chunks, [str(root)] * len(chunks), starts))
+            repeat = len(chunks)
+            parts = list(
+                pool.map(_profile_chunk, chunks, [str(root)] * repeat, starts, [policy] * repeat)
+            )
     except BrokenProcessPool:  # a worker died (e.g. out of memory): finish in this process
         parts = [
-            _profile_chunk(chunk, str(root), start)
+            _profile_chunk(chunk, str(root), start, policy)
             for chunk, start in zip(chunks, starts, strict=True)
         ]
     merged: dict[tuple[int, ...], list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -278,6 +305,18 @@ def build_profile(
             "channels": pd.array(profiled.shape[:, 2], dtype="Int64"),
             "width": pd.array(profiled.shape[:, 1], dtype="Int64"),
             "height": pd.array(profiled.shape[:, 0], dtype="Int64"),
+            "source_width": pd.array(
+                [None if d.source_size is None else d.source_size[1] for d in decoded],
+                dtype="Int64",
+            ),
+            "source_height": pd.array(
+                [None if d.source_size is None else d.source_size[0] for d in decoded],
+                dtype="Int64",
+            ),
+            "upscale": np.asarray([item.upscale for item in decoded], dtype=np.float64),
+            "blank_after_resize": np.asarray(
+                [item.blank_after_resize for item in decoded], dtype=bool
+            ),
             "file_size": np.asarray([item.file_size for item in decoded], dtype=np.int64),
             **profiled.stats,
             "sha256": pd.array([item.sha256 for item in decoded], dtype="string"),

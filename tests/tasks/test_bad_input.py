@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks.ingest import IngestError, ingest
+from tasks.ingest import IngestError, ingest, read_manifest
 from tasks.params import PrepareParams
 from tasks.paths import ACCEPTED_SUMMARY, PREPARED_META_FILE, SPLITS_FILE, VALIDATION_METRICS
 from tasks.prepare import prepare
@@ -103,18 +103,17 @@ def test_ingest_refuses_bad_file_and_keeps_previous_data(
 
 
 @pytest.mark.parametrize("case", sorted(ODD_SHAPES))
-def test_ingest_refuses_mixed_shapes(
-    ingested: tuple[Path, Path, str],
-    image_files: Any,
-    tree_digest: Callable[[Path], str],
-    case: str,
+def test_ingest_keeps_mixed_shapes_for_the_image_policy(
+    ingested: tuple[Path, Path, str], image_files: Any, case: str
 ) -> None:
-    source, data, before = ingested
+    """Issue 15: a folder of images of several shapes is ingested as it is (the image policy
+    in prepare gives them one shape; without one, validation names the params.yaml fix)."""
+    source, data, _ = ingested
     odd = image_files.encode(image_files.noise(5, ODD_SHAPES[case]))
     (source / "a" / "odd.png").write_bytes(odd)
-    with pytest.raises(IngestError, match="different shapes"):
-        ingest("folder", source, data)
-    assert tree_digest(data) == before
+    ingest("folder", source, data)
+    assert (data / "a" / "00012.png").read_bytes() == odd  # sorted after 00..11: copied as is
+    assert read_manifest(data)["image_shape"] == [SIDE, SIDE, 1]  # the most common shape
 
 
 def test_ingest_refuses_empty_class_folder_and_empty_dataset(
@@ -224,6 +223,8 @@ def test_odd_shape_in_data_fails_image_shape(
     assert shape["offending"] == ["a/odd.png"] and shape["offending_count"] == 1
     assert shape["observed"]["8x8x1"] == 90
     assert "a/odd.png" in message
+    fix = "`color_mode: rgb`" if case == "rgb among grayscale" else "`image_size: [8, 8]`"
+    assert f"add {fix} under `prepare:` in params.yaml" in message
 
 
 def test_empty_class_folder_fails_classes_present(

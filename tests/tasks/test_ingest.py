@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import numpy as np
@@ -87,14 +88,22 @@ def test_folder_source_reads_classes_and_rejects_corrupt_files(tmp_path: Path, t
     assert tree_digest(tmp_path / "data") == before
 
 
-def test_folder_source_rejects_mixed_shapes_and_escaping_symlinks(tmp_path: Path) -> None:
+def test_folder_source_keeps_mixed_shapes_as_they_are_and_rejects_escaping_symlinks(
+    tmp_path: Path,
+) -> None:
     source = tmp_path / "src"
     (source / "a").mkdir(parents=True)
     Image.fromarray(np.zeros((6, 6), np.uint8)).save(source / "a" / "0.png")
     Image.fromarray(np.zeros((7, 7), np.uint8)).save(source / "a" / "1.png")
-    with pytest.raises(IngestError, match="different shapes"):
-        ingest("folder", source, tmp_path / "data")
-    (source / "a" / "1.png").unlink()
+    Image.fromarray(np.zeros((7, 9, 3), np.uint8)).save(source / "a" / "2.JPG")
+    ingest("folder", source, tmp_path / "data")
+    # The files are copied byte for byte: the image policy applies in prepare, not here.
+    for name, copied in (("0.png", "00000.png"), ("1.png", "00001.png"), ("2.JPG", "00002.jpg")):
+        assert (tmp_path / "data" / "a" / copied).read_bytes() == (source / "a" / name).read_bytes()
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert manifest["image_shape"] == [6, 6, 1] and manifest["count"] == 3  # the first most common
+    for name in ("1.png", "2.JPG"):
+        (source / "a" / name).unlink()
     outside = tmp_path / "outside.png"
     Image.fromarray(np.zeros((6, 6), np.uint8)).save(outside)
     (source / "a" / "2.png").symlink_to(outside)

@@ -108,3 +108,59 @@ def test_too_small_class_goes_to_train_instead_of_crashing() -> None:
     splits = stratified_split(labels, PrepareParams(val_fraction=0.1, test_fraction=0.1), seed=0)
     assert (labels[splits["train"]] == 1).sum() == 2
     assert (labels[splits["test"]] == 0).sum() == 5 and (labels[splits["val"]] == 0).sum() == 5
+
+
+def mixed_rgb_jpegs(folder: Path, per_class: int = 12) -> Path:
+    """A class-per-folder tree of RGB JPEGs of several sizes (one tiny one per class)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    sizes = [(30, 40), (64, 48), (25, 25), (100, 60)]
+    for label in ("cats", "dogs"):
+        (folder / label).mkdir(parents=True)
+        for index in range(per_class):
+            height, width = sizes[index % len(sizes)] if index else (4, 5)
+            pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / label / f"{index}.jpg", quality=90)
+    return folder
+
+
+def test_policy_resizes_mixed_rgb_jpegs_and_leaves_data_untouched(
+    tmp_path: Path, tree_digest
+) -> None:
+    from tasks.ingest import ingest
+    from tasks.profile import read_profile
+
+    data = tmp_path / "data"
+    ingest("folder", mixed_rgb_jpegs(tmp_path / "src"), data)
+    before = tree_digest(data)
+    policy = PrepareParams(
+        val_fraction=0.2, test_fraction=0.2, image_size=[16, 24], color_mode="grayscale"
+    )
+    meta = prepare(data, tmp_path / "p" / "splits.npz", tmp_path / "p" / "meta.json", policy, 1)
+    assert tree_digest(data) == before  # the policy applies to pixels, never to the files
+    assert meta["image_shape"] == [16, 24, 1] and meta["excluded"] == 0
+    assert meta["image_policy"]["image_size"] == [16, 24]
+    loaded = load_splits(tmp_path / "p" / "splits.npz")
+    assert {loaded.x[s].shape[1:] for s in loaded.x} == {(16, 24, 1)}
+    profile = read_profile(tmp_path / "p" / "profile.parquet")
+    assert set(zip(profile["source_height"], profile["source_width"], strict=True)) == {
+        (30, 40),
+        (64, 48),
+        (25, 25),
+        (100, 60),
+        (4, 5),
+    }
+    assert set(profile["mode"]) == {"RGB"} and (profile["height"] == 16).all()
+    assert profile.loc[profile["source_height"] == 4, "upscale"].tolist() == [4.8, 4.8]
+
+
+def test_without_a_policy_mixed_sizes_are_kept_out_of_the_arrays(tmp_path: Path) -> None:
+    from tasks.ingest import ingest
+
+    data = tmp_path / "data"
+    ingest("folder", mixed_rgb_jpegs(tmp_path / "src"), data)
+    params = PrepareParams(val_fraction=0.2, test_fraction=0.2)
+    meta = prepare(data, tmp_path / "splits.npz", tmp_path / "meta.json", params, 1)
+    # The most common size (64x48: first of the three sizes with 3 images per class) is kept.
+    assert meta["image_shape"] == [64, 48, 3] and meta["excluded"] == 18
