@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from tasks.params import Band, ParamsError, ValidateParams
-from tasks.validation.facts import Facts
+from tasks.validation.facts import MAX_UPSCALE, Facts
 from tasks.validation.report import ERROR, MAX_LISTED, WARNING, CheckResult
 
 if TYPE_CHECKING:
@@ -112,6 +112,23 @@ def _decode_failed(facts: Facts) -> pd.Series:
     return facts.images["error"].notna()
 
 
+# -- upscaling, blank_after_resize (the image policy) ----------------------------------------
+
+
+def _observe_upscaled(facts: Facts, params: ValidateParams) -> Observation:
+    table = facts.images
+    upscaled = table[table["upscaled"]].sort_values("upscale", ascending=False, kind="stable")
+    pairs = zip(upscaled["path"], upscaled["upscale"], strict=True)
+    listed = [f"{path} (x{factor:g})" for path, factor in pairs]
+    observed = {"images": len(upscaled), "max_factor": _number(table["upscale"].max())}
+    return Observation(observed, listed[:MAX_LISTED], len(upscaled))
+
+
+def _observe_blank_after_resize(facts: Facts, params: ValidateParams) -> Observation:
+    blank = facts.images["blank_after_resize"]
+    return Observation(int(blank.sum()), *_first(facts, blank))
+
+
 # -- decodes ---------------------------------------------------------------------------------
 
 
@@ -150,7 +167,26 @@ def _observe_shape(facts: Facts, params: ValidateParams) -> Observation:
 
 def _shape_threshold(params: ValidateParams, facts: Facts) -> str:
     height, width, channels = facts.image_shape
-    return f"every image {height}x{width}x{channels} (height x width x channels)"
+    return f"every image {height}x{width}x{channels} (height x width x channels){_shape_fix(facts)}"
+
+
+def _shape_fix(facts: Facts) -> str:
+    """The params.yaml line that gives mixed images one shape (empty when they share one)."""
+    decoded = facts.images[~_decode_failed(facts)]
+    lines = []
+    sizes = decoded.groupby(["height", "width"]).size()
+    if len(sizes) > 1:
+        height, width = sizes.sort_values(ascending=False, kind="stable").index[0]
+        lines.append(f"image_size: [{height}, {width}]")
+    if decoded["channels"].nunique() > 1:
+        lines.append(f"color_mode: {'rgb' if (decoded['channels'] >= 3).any() else 'grayscale'}")
+    if not lines:
+        return ""
+    return (
+        "; the images differ, so declare an image policy: add `"
+        + "` and `".join(lines)
+        + "` under `prepare:` in params.yaml (prepare then resizes/converts every image)"
+    )
 
 
 # -- pixel_range -----------------------------------------------------------------------------
@@ -301,6 +337,26 @@ CHECKS: tuple[Check, ...] = (
     ),
     Check("image_shape", "images", _shape_expectations, _observe_shape, _shape_threshold),
     Check("pixel_range", "images", _pixel_expectations, _observe_pixels, _pixel_threshold),
+    Check(
+        "upscaling",
+        "images",
+        _not_flagged("upscaled"),
+        _observe_upscaled,
+        lambda params, facts: (
+            f"no image enlarged more than {MAX_UPSCALE:g}x by the image policy "
+            "(blurry: use larger source images or a smaller prepare.image_size)"
+        ),
+    ),
+    Check(
+        "blank_after_resize",
+        "images",
+        _not_flagged("blank_after_resize"),
+        _observe_blank_after_resize,
+        lambda params, facts: (
+            "no image that becomes (nearly) blank when resized "
+            "(its content is too thin or small for prepare.image_size)"
+        ),
+    ),
     Check(
         "blank_images",
         "images",

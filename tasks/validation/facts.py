@@ -25,12 +25,16 @@ if TYPE_CHECKING:
 
 UNIFORM = "uniform"
 ACCEPTED = "accepted"
+MAX_UPSCALE = 4.0  # linear enlargement by the image policy above which an image is reported
+MAX_SIZES_LISTED = 20  # source sizes listed in the report (the rest counted as "other")
 
 
 @dataclass(frozen=True)
 class Facts:
     """The measured dataset. ``images`` is the profile plus the boolean columns blank,
-    exact_leak, dup_within_split and near_leak; counts are per declared class."""
+    upscaled, exact_leak, dup_within_split and near_leak; counts are per declared class.
+    ``source_sizes`` and ``source_modes`` count the decoded files by their own size (HxW) and
+    colour mode, before the image policy."""
 
     images: pd.DataFrame
     class_names: list[str]
@@ -44,6 +48,8 @@ class Facts:
     split_kl: dict[str, float]
     drift: dict[str, float] | str
     duplicates: Duplicates
+    source_sizes: dict[str, int]
+    source_modes: dict[str, int]
 
     @property
     def classes(self) -> pd.DataFrame:
@@ -73,8 +79,9 @@ def gather_facts(
     if profile.empty:
         raise ValidationError("the dataset is empty: the profile has no images")
     k = len(class_names)
-    table = profile.copy()
+    table = _with_policy_columns(profile.copy())
     table["blank"] = (table["pixel_min"] == table["pixel_max"]).fillna(False)
+    table["upscaled"] = (table["upscale"] > MAX_UPSCALE).fillna(False).astype(bool)
     duplicates = flag_duplicates(table, params.near_duplicate_distance)
     usable = table[table["split"].isin(SPLITS)]
     train = usable[usable["split"] == "train"]
@@ -101,7 +108,41 @@ def gather_facts(
         split_kl=_split_kl(usable, all_counts),
         drift=drift,
         duplicates=duplicates,
+        **_source_distribution(table),
     )
+
+
+def _with_policy_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """The image-policy columns, filled in for a profile written before they existed."""
+    defaults = {
+        "source_width": table["width"],
+        "source_height": table["height"],
+        "upscale": 1.0,
+        "blank_after_resize": False,
+        "mode": None,
+    }
+    for column, value in defaults.items():
+        if column not in table:
+            table[column] = value
+    table["upscale"] = table["upscale"].astype("float64")
+    table["blank_after_resize"] = table["blank_after_resize"].fillna(False).astype(bool)
+    return table
+
+
+def _source_distribution(table: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Counts of the decoded files by source size (most common first) and colour mode."""
+    decoded = table[table["error"].isna() & table["source_height"].notna()]
+    sizes = (
+        decoded["source_height"].astype(str) + "x" + decoded["source_width"].astype(str)
+    ).value_counts()
+    listed = {str(size): int(n) for size, n in sizes.head(MAX_SIZES_LISTED).items()}
+    if len(sizes) > MAX_SIZES_LISTED:
+        listed["other"] = int(sizes.iloc[MAX_SIZES_LISTED:].sum())
+    modes = decoded["mode"].astype("string").fillna("unknown").value_counts()
+    return {
+        "source_sizes": listed,
+        "source_modes": {str(mode): int(n) for mode, n in modes.items()},
+    }
 
 
 def _expected_distribution(

@@ -178,6 +178,7 @@ def validation_markdown(report: ValidationReport | Mapping[str, Any]) -> str:
     ]
     for row in validation_rows(checks):
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+    lines += source_lines(data)
     for check in checks:
         if check.get("success") or not check.get("offending"):
             continue
@@ -189,3 +190,24 @@ def validation_markdown(report: ValidationReport | Mapping[str, Any]) -> str:
         ]
         lines += [f"- `{item}`" for item in check["offending"]]
     return "\n".join(lines) + "\n"
+
+
+HISTOGRAM_WIDTH = 30  # characters of the longest bar
+
+
+def source_lines(data: Mapping[str, Any]) -> list[str]:
+    """The source images' size and colour-mode counts as text histograms (before the image
+    policy), or nothing when the report has none."""
+    lines: list[str] = []
+    for key, title in (("source_sizes", "size (HxW)"), ("source_modes", "colour mode")):
+        counts = data.get(key) or {}
+        if not counts:
+            continue
+        top = max(counts.values())
+        lines += ["", f"Source images by {title}:", "", "```"]
+        width = max(len(str(name)) for name in counts)
+        for name, count in counts.items():
+            bar = "#" * max(1, round(HISTOGRAM_WIDTH * count / top))
+            lines.append(f"{name:>{width}} {bar} {count}")
+        lines.append("```")
+    return lines

@@ -65,5 +65,7 @@ def assemble_report(checks: list[CheckResult], facts: Facts) -> ValidationReport
             "expected_distribution": facts.expected_source,
             "split_kl": facts.split_kl,
             "drift": facts.drift,
+            "source_sizes": facts.source_sizes,
+            "source_modes": facts.source_modes,
         },
     )
