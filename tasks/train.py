@@ -95,11 +95,6 @@ def check_image_shape(params: ModelParams, image_shape: Sequence[int]) -> None:
                 f"{height}x{width} images (each halves the size); use at most "
                 f"{int(math.log2(min(height, width)))}"
             )
-    if isinstance(params, GANParams) and (height % 4 or width % 4):
-        raise ParamsError(
-            f"params.yaml: train.gan needs image height and width divisible by 4 "
-            f"(the generator upsamples twice), got {height}x{width}"
-        )
 
 
 def configure_tensorflow(seed: int, deterministic: bool) -> tuple[Any, str]:
@@ -209,10 +204,10 @@ def build_model(
 
 
 def compile_model(network: keras.Model, params: ModelParams, steps_per_epoch: int) -> None:
-    """Compile with the params' optimizers; classifiers follow a cosine learning-rate decay over
-    all planned epochs (a function of the optimizer's step count, so a resumed run continues
-    on the same curve)."""
-    import keras
+    """Compile with the params' optimizers; classifiers warm up linearly, then follow a cosine
+    learning-rate decay over the planned steps (tasks/budget.py; a function of the optimizer's
+    step count, so a resumed run continues on the same curve)."""
+    from tasks.budget import learning_rate_schedule, plan_budget
 
     if isinstance(params, GANParams):
         network.compile(
@@ -224,11 +219,7 @@ def compile_model(network: keras.Model, params: ModelParams, steps_per_epoch: in
             ),
         )
         return
-    schedule = keras.optimizers.schedules.CosineDecay(
-        params.learning_rate,
-        decay_steps=max(1, params.epochs * steps_per_epoch),
-        alpha=0.01,
-    )
+    schedule = learning_rate_schedule(params.learning_rate, plan_budget(params, steps_per_epoch))
     network.compile(
         optimizer=make_optimizer(params.optimizer, schedule),
         loss="sparse_categorical_crossentropy",
@@ -316,16 +307,17 @@ def fit_classifier(
     batch_size: int,
     callbacks: list[Any],
     root: Path,
+    epochs: int | None = None,
 ) -> dict[str, float] | None:
-    """Fit a CNN or RNN with validation (class weights when validation asks for them); returns
-    the class weights used."""
+    """Fit a CNN or RNN with validation (class weights when validation asks for them) for
+    `epochs` (default: the params'); returns the class weights used."""
     class_weights = class_weights_to_use(root / VALIDATION_METRICS)
     if class_weights:
         logger.info("training %s with class weights %s", network.name, class_weights)
     network.fit(
         train_data,
         validation_data=make_dataset(splits.x["val"], splits.y["val"], batch_size),
-        epochs=params.epochs,
+        epochs=epochs or params.epochs,
         callbacks=callbacks,
         class_weight={int(k): v for k, v in class_weights.items()} if class_weights else None,
         shuffle=False,  # the tf.data pipeline shuffles each epoch
@@ -341,14 +333,16 @@ def fit_gan(
     callbacks: list[Any],
     samples_dir: Path,
     seed: int,
+    epochs: int | None = None,
 ) -> None:
-    """Fit the GAN (no validation split); sample grids go to `samples_dir` every few epochs."""
+    """Fit the GAN (no validation split) for `epochs` (default: the params'); sample grids go
+    to `samples_dir` every few epochs."""
     from tasks.callbacks import SampleGrid
 
     grids = SampleGrid(samples_dir, params.sample_every, network.num_classes, seed)
     network.fit(
         train_data,
-        epochs=params.epochs,
+        epochs=epochs or params.epochs,
         callbacks=[grids, *callbacks],  # the grid is on disk before the checkpoint copy
         shuffle=False,
         verbose=_verbosity(),
@@ -417,6 +411,7 @@ def train(model: str, root: Path, params: TrainParams, seed: int) -> TrainResult
     """Train `model` from its params section; write model files, train.json and curves."""
     import tensorflow as tf
 
+    from tasks.budget import plan_budget
     from tasks.callbacks import EpochProgress, TrainingRecord
 
     section = params.model(model)
@@ -428,9 +423,9 @@ def train(model: str, root: Path, params: TrainParams, seed: int) -> TrainResult
     fingerprint = checkpoint_fingerprint(section, seed, params.deterministic, root / SPLITS_FILE)
     shared = shared_checkpoint(model, fingerprint, Settings.from_environment())
     backup = open_checkpoint(model, root, fingerprint, shared)
-    progress = EpochProgress(model, section.epochs, images)
-    patience = None if isinstance(section, GANParams) else section.early_stopping_patience
-    record = TrainingRecord(backup, patience)
+    budget = plan_budget(section, math.ceil(images / batch_size))
+    progress = EpochProgress(model, budget.epochs, images)
+    record = TrainingRecord(backup, budget.patience)
     callbacks = epoch_callbacks(record, backup, shared, progress)
     staging = _staging_dir(model, root)
     gpus = len(tf.config.list_physical_devices("GPU"))
@@ -441,10 +436,10 @@ def train(model: str, root: Path, params: TrainParams, seed: int) -> TrainResult
     started = time.perf_counter()
     class_weights = None
     if isinstance(section, GANParams):
-        fit_gan(network, train_data, section, callbacks, backup / SAMPLES_DIR, seed)
+        fit_gan(network, train_data, section, callbacks, backup / SAMPLES_DIR, seed, budget.epochs)
     else:
         class_weights = fit_classifier(
-            network, train_data, splits, section, batch_size, callbacks, root
+            network, train_data, splits, section, batch_size, callbacks, root, budget.epochs
         )
     best_epoch = save_network(network, section, record, staging, backup)
     train_seconds = time.perf_counter() - started
