@@ -11,6 +11,7 @@ Conventions:
   BCE(1, D(fake)) = -log D(G(z)) instead of log(1 - D(G(z))), which saturates early in training.
 """
 
+import math
 from typing import Any
 
 import keras
@@ -58,6 +59,13 @@ def generator_loss(fake_logits: Any) -> Any:
     return _binary_crossentropy(ops.ones_like(fake_logits), fake_logits)
 
 
+def scale_steps(height: int, width: int) -> int:
+    """How many 2x up- (generator) and down-sampling (discriminator) steps an image size gets:
+    2 up to 55 pixels on the short side (28x28 MNIST: 7x7 -> 28x28), then one more per doubling,
+    at most 4, so the first feature map stays about 7 cells or more on its short side."""
+    return max(2, min(4, int(math.log2(max(min(height, width), 1) / 7))))
+
+
 def build_generator(
     latent_dim: int,
     num_classes: int,
@@ -66,18 +74,16 @@ def build_generator(
 ) -> keras.Model:
     """Build the generator: inputs [noise (latent_dim,), label (1,) int], output tanh images.
 
-    The label embedding is concatenated with the noise, projected to a (H/4, W/4) map and
-    upsampled twice by strided transposed convolutions, so H and W must be divisible by 4.
+    The label embedding is concatenated with the noise, projected to a map of 1/2**n of the
+    image size (n = `scale_steps`, rounded up) and upsampled n times by strided transposed
+    convolutions; a size not divisible by 2**n is centre-cropped to the image size at the end.
     """
     latent_dim = check_positive_int(latent_dim, "latent_dim")
     num_classes = check_num_classes(num_classes)
     height, width, channels = check_image_shape(image_shape, "image_shape")
     base_filters = check_positive_int(base_filters, "base_filters")
-    if height % 4 or width % 4:
-        raise ValueError(
-            f"image_shape={(height, width, channels)}: height and width must be divisible by 4 "
-            "(the generator upsamples twice by 2)"
-        )
+    steps = scale_steps(height, width)
+    start = (math.ceil(height / 2**steps), math.ceil(width / 2**steps))
 
     noise = keras.Input(shape=(latent_dim,), name="noise")
     label = keras.Input(shape=(1,), dtype="int32", name="label")
@@ -85,18 +91,29 @@ def build_generator(
     label_embedding = layers.Flatten(name="label_flatten")(label_embedding)
     x = layers.Concatenate(name="noise_and_label")([noise, label_embedding])
 
-    x = layers.Dense(
-        (height // 4) * (width // 4) * base_filters * 2, use_bias=False, name="project"
-    )(x)
+    top_filters = base_filters * 2 ** (steps - 1)
+    x = layers.Dense(start[0] * start[1] * top_filters, use_bias=False, name="project")(x)
     x = layers.BatchNormalization(momentum=0.9, name="project_bn")(x)
     x = layers.LeakyReLU(0.2, name="project_relu")(x)
-    x = layers.Reshape((height // 4, width // 4, base_filters * 2), name="to_feature_map")(x)
-    for index, block_filters in enumerate((base_filters * 2, base_filters), start=1):
+    x = layers.Reshape((*start, top_filters), name="to_feature_map")(x)
+    for index in range(1, steps + 1):
         x = layers.Conv2DTranspose(
-            block_filters, 4, strides=2, padding="same", use_bias=False, name=f"upsample{index}"
+            base_filters * 2 ** (steps - index),
+            4,
+            strides=2,
+            padding="same",
+            use_bias=False,
+            name=f"upsample{index}",
         )(x)
         x = layers.BatchNormalization(momentum=0.9, name=f"upsample{index}_bn")(x)
         x = layers.LeakyReLU(0.2, name=f"upsample{index}_relu")(x)
+    extra = (start[0] * 2**steps - height, start[1] * 2**steps - width)
+    if any(extra):
+        crop = (
+            (extra[0] // 2, extra[0] - extra[0] // 2),
+            (extra[1] // 2, extra[1] - extra[1] // 2),
+        )
+        x = layers.Cropping2D(crop, name="crop_to_size")(x)
     outputs = layers.Conv2D(
         channels, 3, padding="same", activation="tanh", dtype="float32", name="image"
     )(x)
@@ -124,7 +141,8 @@ def build_discriminator(
     image = keras.Input(shape=(height, width, channels), name="image")
     label = keras.Input(shape=(1,), dtype="int32", name="label")
     x = image
-    for index, block_filters in enumerate((base_filters, base_filters * 2), start=1):
+    filters = [base_filters * 2**index for index in range(scale_steps(height, width))]
+    for index, block_filters in enumerate(filters, start=1):
         x = layers.Conv2D(block_filters, 4, strides=2, padding="same", name=f"downsample{index}")(x)
         x = layers.LeakyReLU(0.2, name=f"downsample{index}_relu")(x)
         x = layers.Dropout(0.3, name=f"downsample{index}_dropout")(x)

@@ -155,3 +155,16 @@ def test_cnn_saves_and_loads_without_custom_objects(tmp_path):
     loaded = keras.models.load_model(path, safe_mode=True)
     images = random_images(4, (8, 8, 1))
     np.testing.assert_allclose(infer(loaded, images), infer(model, images), rtol=1e-6)
+
+
+# Issue 15: the sizes and channel counts a declared image policy can give.
+POLICY_SHAPES = [(8, 8, 1), (28, 28, 3), (20, 32, 1), (96, 96, 3)]
+
+
+@pytest.mark.parametrize("shape", POLICY_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_builds_and_trains_one_step_for_each_policy_shape(shape: tuple[int, int, int]) -> None:
+    model = build_cnn(shape, 3, filters=(4, 8), dense_units=8, augment=True, seed=0)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    history = model.fit(random_images(4, shape), np.array([0, 1, 2, 0]), batch_size=4, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert infer(model, random_images(2, shape)).shape == (2, 3)
