@@ -6,6 +6,7 @@ Imports neither Great Expectations nor pandas: readers of metrics/validation.jso
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -15,7 +16,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from tasks.atomic import write_json
+from tasks.atomic import write_json, write_text
 from tasks.paths import VALIDATION_METRICS
 
 ERROR: Final = "error"
@@ -211,3 +212,33 @@ def source_lines(data: Mapping[str, Any]) -> list[str]:
             lines.append(f"{name:>{width}} {bar} {count}")
         lines.append("```")
     return lines
+
+
+SOURCE_PAGE = "source_images.html"  # in the Data Docs folder, next to GX's index.html
+
+
+def write_source_page(data: Mapping[str, Any], docs_dir: Path) -> Path | None:
+    """A static page of the source images' size and colour-mode histograms (bars in plain
+    HTML, no script) in the Data Docs folder; None when the report has no source counts."""
+    sections = []
+    for key, title in (("source_sizes", "size (height x width)"), ("source_modes", "colour mode")):
+        counts = data.get(key) or {}
+        if not counts:
+            continue
+        top = max(counts.values())
+        rows = "".join(
+            f"<tr><td>{html.escape(str(name))}</td><td><div style='background:#4c78a8;"
+            f"height:1em;width:{max(1, round(300 * count / top))}px'></div></td>"
+            f"<td>{count}</td></tr>"
+            for name, count in counts.items()
+        )
+        sections.append(f"<h2>Source images by {title}</h2><table>{rows}</table>")
+    if not sections:
+        return None
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Source images</title></head>"
+        "<body><h1>Source images before the image policy</h1>"
+        + "".join(sections)
+        + "</body></html>"
+    )
+    return write_text(docs_dir / SOURCE_PAGE, page)

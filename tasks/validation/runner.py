@@ -12,7 +12,7 @@ from tasks.params import ValidateParams
 from tasks.validation.checks import CHECKS, check_severities, results
 from tasks.validation.facts import Facts, gather_facts
 from tasks.validation.gx_suite import run_checks
-from tasks.validation.report import CheckResult, ValidationReport
+from tasks.validation.report import CheckResult, ValidationReport, write_source_page
 from tasks.validation.stats import compute_class_weights
 
 if TYPE_CHECKING:
@@ -38,7 +38,10 @@ def validate_profile(
     check_severities(params)
     facts = gather_facts(profile, class_names, image_shape, params, accepted)
     passed = run_checks(params, facts, data_docs_dir)
-    return assemble_report(results(passed, params, facts), facts)
+    report = assemble_report(results(passed, params, facts), facts)
+    if data_docs_dir is not None:
+        write_source_page(report.figures, data_docs_dir)
+    return report
 
 
 def assemble_report(checks: list[CheckResult], facts: Facts) -> ValidationReport:

@@ -38,14 +38,15 @@ def mixed_source(folder: Path) -> Path:
     return folder
 
 
-def front(root: Path, params_data: dict[str, Any], **policy: Any) -> dict:
-    """prepare with `policy` + validate as the stages do; returns metrics/validation.json."""
+def front(root: Path, params_data: dict[str, Any], docs: Path | None = None, **policy: Any) -> dict:
+    """prepare with `policy` + validate as the stages do (Data Docs in `docs`); returns
+    metrics/validation.json."""
     params_data["prepare"].update(policy)
     (root / PARAMS_FILE).write_text(yaml.safe_dump(params_data))
     prepare_params = PrepareParams(**params_data["prepare"])
     prepare(root / "data", root / SPLITS_FILE, root / PREPARED_META_FILE, prepare_params, 42)
     try:
-        run_validation(root, data_docs_dir=None)
+        run_validation(root, data_docs_dir=docs)
     except ValidationError as error:
         return json.loads((root / VALIDATION_METRICS).read_text()) | {"message": str(error)}
     return json.loads((root / VALIDATION_METRICS).read_text())
@@ -75,7 +76,7 @@ def test_mixed_sizes_without_a_policy_fail_with_the_params_fix(
 def test_policy_passes_and_reports_sources_upscaling_and_blank_images(
     root: Path, params_data: dict[str, Any]
 ) -> None:
-    report = front(root, params_data, image_size=[48, 48], color_mode="rgb")
+    report = front(root, params_data, root / "docs", image_size=[48, 48], color_mode="rgb")
     assert report["success"] is True
     assert report["source_sizes"] == {
         "40x48": 12,
@@ -95,3 +96,5 @@ def test_policy_passes_and_reports_sources_upscaling_and_blank_images(
     assert "Source images by size (HxW):" in markdown
     assert "40x48 ############################## 12" in markdown
     assert "      6x6 ## 1\n" in markdown and "Source images by colour mode:" in markdown
+    page = (root / "docs" / "source_images.html").read_text()  # the histogram in Data Docs
+    assert "<td>40x48</td>" in page and "width:300px" in page and "<td>L</td>" in page
