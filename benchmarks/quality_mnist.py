@@ -102,9 +102,9 @@ def print_gan_diversity(metrics: dict) -> None:
     for name in ("coverage_score", "precision", "recall", "density", "coverage"):
         ceiling = metrics.get(f"{name}_ceiling")
         real = "" if ceiling is None else f"  real {ceiling:.3f}"
-        print(f"    {name:<16} {metrics[name]:.3f}{real}{_verdict(name, metrics[name])}")
+        print(f"    {name:<18} {metrics[name]:.3f}{real}{_verdict(name, metrics[name])}")
     for name in ("min_class_coverage", "min_class_recall", "frechet_ratio"):
-        print(f"    {name:<16} {metrics[name]:.3f}{_verdict(name, metrics[name])}")
+        print(f"    {name:<18} {metrics[name]:.3f}{_verdict(name, metrics[name])}")
     header = ("recognisable", "coverage (real)", "recall (real)", "Frechet/floor")
     print(f"    {'class':<6} " + " ".join(f"{name:>15}" for name in header))
     for name, scores in metrics["per_class"].items():
