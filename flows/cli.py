@@ -43,6 +43,7 @@ def _run_flow(args: argparse.Namespace) -> int:
     from flows.retrain import retrain
     from tasks.preflight import PreflightError
     from tasks.report import format_table
+    from tasks.settings import Settings
     from tasks.stages import StageError
 
     try:
@@ -51,6 +52,7 @@ def _run_flow(args: argparse.Namespace) -> int:
             path=str(args.path) if args.path else None,
             name=args.name,
             repo=str(Path.cwd()),
+            training_mode=Settings.from_environment(Path.cwd()).training_mode,
         )
     except (StageError, PreflightError) as error:
         print(f"\nimgflow run failed: {error}", file=sys.stderr)
@@ -140,6 +142,17 @@ def _lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from flows.worker import WorkerConfigError, start_worker
+    from tasks.preflight import PreflightError
+
+    try:
+        start_worker(args.pool, args.limit)  # returns only on failure: it becomes the worker
+    except (WorkerConfigError, PreflightError) as error:
+        print(error, file=sys.stderr)
+    return 1
+
+
 def _preflight(args: argparse.Namespace) -> int:
     """Check every configured shared service (MLflow, Prefect API, S3, DVC remote) answers
     and accepts our credentials; one line per check, exit 1 when any fails."""
@@ -180,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "preflight", help="check the configured MLflow, Prefect API, S3 and DVC remote answer"
     )
+    worker = commands.add_parser(
+        "worker", help="join a work pool (default gpu) and train the runs handed to it"
+    )
+    worker.add_argument("--pool", help="work pool (default $IMGFLOW_GPU_POOL or gpu)")
+    worker.add_argument("--limit", type=int, help="trainings at once ($IMGFLOW_GPU_SLOTS)")
     return parser
 
 
@@ -194,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rollback": _rollback,
         "lineage": _lineage,
         "preflight": _preflight,
+        "worker": _worker,
     }
     return handlers[args.command](args)
 

@@ -19,7 +19,8 @@ from prefect import Flow, flow
 from tasks.settings import Settings
 
 RETRAIN_DEPLOYMENT = "retrain/retrain"
-TRAIN_MODEL_DEPLOYMENT = "train-model/train-model"
+TRAIN_MODEL_FLOW = "train-model"
+TRAIN_MODEL_DEPLOYMENT = f"{TRAIN_MODEL_FLOW}/train-model"
 
 
 def ensure_work_pool(name: str, concurrency_limit: int | None = None) -> None:
@@ -83,6 +84,34 @@ def apply_deployments(settings: Settings, source_is_local: bool = True) -> dict[
             description="Train one model on a GPU worker from a DVC data version.",
         ),
     }
+
+
+def commit_deployment(commit: str, settings: Settings) -> str:
+    """The `train-model/at-<commit>` deployment on the gpu pool, created or updated: its pull
+    step clones exactly `commit` from the worker's IMGFLOW_GIT_URL (resolved on the worker, so
+    each host may reach the repository its own way) into the flow run's working folder."""
+    from prefect.client.orchestration import get_client
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.train_model import train_model
+
+    name = f"at-{commit[:12]}"
+    clone = {
+        "repository": "{{ $IMGFLOW_GIT_URL }}",
+        "commit_sha": commit,
+        "clone_directory_name": f"imgflow-{commit[:12]}",
+    }
+    with get_client(sync_client=True) as client:
+        client.create_deployment(
+            flow_id=client.create_flow_from_name(TRAIN_MODEL_FLOW),
+            name=name,
+            entrypoint="flows/train_model.py:train_model",
+            work_pool_name=settings.gpu_pool,
+            pull_steps=[{"prefect.deployments.steps.git_clone": clone}],
+            parameter_openapi_schema=parameter_schema(train_model).model_dump_for_openapi(),
+            description=f"Train one model on a GPU worker at commit {commit}.",
+        )
+    return f"{TRAIN_MODEL_FLOW}/{name}"
 
 
 def main() -> int:

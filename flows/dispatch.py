@@ -1,22 +1,90 @@
-"""Worker mode: run one model's training as a `train-model` flow run on the gpu work pool."""
+"""Worker mode: run one model's training as a `train-model` flow run on the gpu work pool.
+
+With a DVC remote (a team setup, docs/deploy.md) the worker shares no disk with this checkout:
+the training is handed off (tasks/handoff.py) to a deployment whose pull step clones this
+run's commit, and once the worker has pushed its outputs with DVC's run-cache, this checkout
+restores the training with `dvc repro --pull` (its dvc.lock records it, nothing re-trains).
+Without a remote the worker shares this checkout and trains in it.
+"""
 
 from __future__ import annotations
 
-from flows.deploy import TRAIN_MODEL_DEPLOYMENT
-from tasks.stages import StageError, StageRun
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flows.deploy import TRAIN_MODEL_DEPLOYMENT, commit_deployment
+from tasks.handoff import Handoff, build_handoff, check_code_shippable
+from tasks.settings import Settings
+from tasks.stages import StageError, StageRun, has_remote, push, run_stage
+
+# The three trainings of a run are dispatched at once; their common inputs are pushed once.
+_PUSH_LOCK = threading.Lock()
+_PUSHED: set[tuple[str, str]] = set()
 
 
-def dispatch_training(model: str, data_version: str, repo: str, timeout: float) -> StageRun:
+def dispatch_training(
+    model: str,
+    data_version: str,
+    repo: str,
+    timeout: float,
+    log: Callable[[str], None] = print,
+) -> StageRun:
     """Start `train-model` for `model` on a worker and wait for it; raises unless it completed."""
+    root = Path(repo)
+    if not has_remote(root):
+        shared = {"model": model, "expected_data_version": data_version, "repo": repo}
+        result = _run_and_wait(TRAIN_MODEL_DEPLOYMENT, shared, model, timeout)
+        return StageRun(f"train@{model}", bool(result.get("trained", True)), result["seconds"])
+    started = time.perf_counter()
+    handoff = handoff_inputs(root)
+    deployment = commit_deployment(handoff.commit, Settings.from_environment(root))
+    parameters: dict[str, Any] = {"model": model, "handoff": handoff.as_parameters()}
+    result = _run_and_wait(deployment, parameters, model, timeout)
+    restore_training(model, root)
+    wall = time.perf_counter() - started
+    stage = float(result.get("stage_seconds", 0.0))
+    log(
+        f"train@{model} on worker: {wall:.1f} s, of which the training stage {stage:.1f} s and "
+        f"the hand-off {wall - stage:.1f} s (worker: {result.get('worker_seconds')})"
+    )
+    return StageRun(f"train@{model}", bool(result.get("trained", True)), round(wall, 2))
+
+
+def handoff_inputs(root: Path) -> Handoff:
+    """Check the code is committed and pushed, push the prepared data once, build the Handoff."""
+    commit = check_code_shippable(root)
+    handoff = build_handoff(root, commit)
+    with _PUSH_LOCK:
+        key = (str(root.resolve()), handoff.dvc_lock)
+        if key not in _PUSHED:
+            push(root, ["prepare"], log=lambda line: None)
+            _PUSHED.add(key)
+    return handoff
+
+
+def restore_training(model: str, root: Path) -> StageRun:
+    """Record the worker's training in this checkout's dvc.lock from DVC's run-cache; with
+    IMGFLOW_RESTORE_ONLY the stage's command refuses to train if no run-cache entry matches."""
+    return run_stage(
+        f"train@{model}",
+        root,
+        log=lambda line: None,
+        pull=True,
+        environment={"IMGFLOW_RESTORE_ONLY": "1"},
+    )
+
+
+def _run_and_wait(
+    deployment: str, parameters: dict[str, Any], model: str, timeout: float
+) -> dict[str, Any]:
+    """Run the deployment, wait for its end; its result, or StageError unless it completed."""
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
-    flow_run = run_deployment(
-        TRAIN_MODEL_DEPLOYMENT,
-        parameters={"model": model, "expected_data_version": data_version, "repo": repo},
-        timeout=timeout,
-        poll_interval=2,
-    )
+    flow_run = run_deployment(deployment, parameters=parameters, timeout=timeout, poll_interval=2)
     if not isinstance(flow_run, FlowRun):  # called from a sync flow, so never a coroutine
         raise TypeError(f"run_deployment returned {type(flow_run).__name__}, not a FlowRun")
     state = flow_run.state
@@ -28,4 +96,4 @@ def dispatch_training(model: str, data_version: str, repo: str, timeout: float) 
         )
     result = state.result() if state.data is not None else {}
     seconds = flow_run.total_run_time.total_seconds() if flow_run.total_run_time else 0.0
-    return StageRun(f"train@{model}", bool(result.get("trained", True)), round(seconds, 2))
+    return {**result, "seconds": round(seconds, 2)}

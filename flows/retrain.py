@@ -37,7 +37,7 @@ from tasks.registry.lineage import data_version
 from tasks.registry.run_report import read_markdown
 from tasks.report import RunSummary, read_run_summary, summary_markdown
 from tasks.settings import Settings
-from tasks.stages import StageRun, pipeline_up_to_date, run_stage
+from tasks.stages import StageRun, has_remote, pipeline_up_to_date, push, run_stage
 from tasks.validation.report import validation_markdown
 
 TRAINING_TIMEOUT_SECONDS = Settings.from_environment().training_timeout_seconds
@@ -58,9 +58,29 @@ def landing_task(landing_dir: str, repo: str) -> int:
     return batch.files
 
 
-@task(name="dispatch-training", task_run_name="train@{model} on worker")
+@task(
+    name="dispatch-training",
+    task_run_name="train@{model} on worker",
+    # A retry of a training killed on its worker (preempted, OOM) goes to whichever worker is
+    # free, and resumes from the checkpoint copy in the shared store.
+    retries=2,
+    retry_delay_seconds=[10, 60],
+    retry_jitter_factor=0.5,
+)
 def dispatch_task(model: str, version: str, repo: str) -> StageRun:
-    return dispatch_training(model, version, repo, TRAINING_TIMEOUT_SECONDS)
+    return dispatch_training(
+        model, version, repo, TRAINING_TIMEOUT_SECONDS, log=get_run_logger().info
+    )
+
+
+@task(name="dvc-push")
+def push_task(repo: str) -> bool:
+    """With a DVC remote, publish every output and the run-cache, so another clone of this
+    commit (`git pull && dvc pull`) reproduces nothing."""
+    if not has_remote(Path(repo)):
+        return False
+    push(Path(repo), run_cache=True, log=get_run_logger().info)
+    return True
 
 
 @task(name="validation-report")
@@ -206,6 +226,7 @@ def retrain(
             create_markdown_artifact(summary_markdown(summary), key="retrain-summary")
             return summary
         stage_runs = run_pipeline(repo, training_mode)
+        push_task(repo)
         summary = read_run_summary(Path(repo), stage_runs, ingested)
         create_markdown_artifact(summary_markdown(summary), key="retrain-summary")
         # The register stage's run report (validation, metrics vs champion, gate decisions).

@@ -177,6 +177,11 @@ def worker_environment(settings: Settings) -> dict[str, str]:
         "IMGFLOW_TRAINING_MODE": "worker",
         "IMGFLOW_LOCK_URL": database_url(settings.postgres_url, settings.mlflow_db),
         "IMGFLOW_SOURCE": settings.source,
+        # The worker hand-off (docs/deploy.md): code, store address, checkpoint copies.
+        "IMGFLOW_GIT_URL": settings.git_url or settings.source,
+        "IMGFLOW_S3_ENDPOINT": s3_endpoint(settings),
+        "IMGFLOW_S3_BUCKET": settings.s3_bucket,
+        "IMGFLOW_CHECKPOINT_URL": f"s3://{settings.s3_bucket}/checkpoints",
     }
 
 
@@ -194,12 +199,15 @@ def render_env_file(environment: Mapping[str, str], mask: bool = False) -> str:
 
 
 def weed_command(
-    settings: Settings, state_dir: Path, ports: Mapping[str, int] | None = None
+    settings: Settings,
+    state_dir: Path,
+    ports: Mapping[str, int] | None = None,
+    host: str = "127.0.0.1",
 ) -> list[str]:
     """`weed mini` serving S3 on the loopback address (see check_settings); `ports` moves its
-    other listeners."""
+    other listeners. Another `host` is for a private link only (a test's network namespace):
+    weed mini's filer and master listen there too, without authentication."""
     weed = str(Path(sys.executable).parent / "weed")
-    host = "127.0.0.1"
     command = [weed, "mini", f"-dir={state_dir}", f"-ip={host}", f"-ip.bind={host}"]
     command.append(f"-s3.port={settings.s3_port}")
     command += [f"-{flag}={port}" for flag, port in (ports or {}).items()]

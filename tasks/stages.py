@@ -45,12 +45,14 @@ def stage_environment() -> dict[str, str]:
     return environment
 
 
-def _repro_once(stage: str, repo: Path, log: Callable[[str], None]) -> tuple[int, list[str]]:
-    """One `dvc repro --single-item <stage>`: (exit code, output lines), logged as they come."""
+def _dvc_once(
+    args: list[str], repo: Path, log: Callable[[str], None], label: str, environment: dict[str, str]
+) -> tuple[int, list[str]]:
+    """One `dvc <args>`: (exit code, output lines), logged as they come."""
     process = subprocess.Popen(
-        dvc_command("repro", "--single-item", stage),
+        dvc_command(*args),
         cwd=repo,
-        env=stage_environment(),
+        env={**stage_environment(), **environment},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -60,8 +62,33 @@ def _repro_once(stage: str, repo: Path, log: Callable[[str], None]) -> tuple[int
     for line in process.stdout or []:
         lines.append(line.rstrip())
         if line.strip() and LOCK_MESSAGE not in line:
-            log(f"[{stage}] {line.rstrip()}")
+            log(f"[{label}] {line.rstrip()}")
     return process.wait(), lines
+
+
+def run_dvc(
+    args: list[str],
+    repo: Path = Path("."),
+    log: Callable[[str], None] = print,
+    label: str = "dvc",
+    environment: dict[str, str] | None = None,
+    lock_attempts: int = 30,
+) -> list[str]:
+    """Run `dvc <args>`, retrying while another DVC process holds the repository lock; its
+    output lines. Raises StageError with the output's tail when it fails."""
+    for attempt in range(1, lock_attempts + 1):
+        code, lines = _dvc_once(args, repo, log, label, environment or {})
+        if code == 0:
+            return lines
+        if LOCK_MESSAGE not in "\n".join(lines):
+            tail = "\n".join(lines[-25:])
+            raise StageError(f"DVC stage '{label}' failed (exit {code}):\n{tail}")
+        if attempt < lock_attempts:
+            log(f"[{label}] DVC repository lock taken, retrying ({attempt}/{lock_attempts})")
+            time.sleep(random.uniform(0.2, 1.5))
+    raise StageError(
+        f"DVC stage '{label}': repository lock still taken after {lock_attempts} tries"
+    )
 
 
 def run_stage(
@@ -69,28 +96,25 @@ def run_stage(
     repo: Path = Path("."),
     log: Callable[[str], None] = print,
     lock_attempts: int = 30,
+    pull: bool = False,
+    environment: dict[str, str] | None = None,
 ) -> StageRun:
     """`dvc repro --single-item <stage>`: runs it only when its deps, params or code changed.
 
-    Raises StageError naming the stage when it fails, or when DVC's repository lock is still
-    taken after `lock_attempts` tries.
+    With `pull`, missing inputs come from the DVC remote, and a result some other host pushed
+    with its run-cache is restored instead of re-run (`dvc repro --pull`). Raises StageError
+    naming the stage when it fails, or when DVC's repository lock is still taken after
+    `lock_attempts` tries.
     """
     started = time.perf_counter()
-    for attempt in range(1, lock_attempts + 1):
-        code, lines = _repro_once(stage, repo, log)
-        output = "\n".join(lines)
-        if code == 0:
-            ran = f"Running stage '{stage}'" in output
-            return StageRun(stage, ran, round(time.perf_counter() - started, 2))
-        if LOCK_MESSAGE not in output:
-            tail = "\n".join(lines[-25:])
-            raise StageError(f"DVC stage '{stage}' failed (exit {code}):\n{tail}")
-        if attempt < lock_attempts:
-            log(f"[{stage}] DVC repository lock taken, retrying ({attempt}/{lock_attempts})")
-            time.sleep(random.uniform(0.2, 1.5))
-    raise StageError(
-        f"DVC stage '{stage}': repository lock still taken after {lock_attempts} tries"
-    )
+    args = ["repro", "--single-item", *(["--pull"] if pull else []), stage]
+    output = "\n".join(run_dvc(args, repo, log, stage, environment, lock_attempts))
+    ran = f"Running stage '{stage}'" in output
+    return StageRun(stage, ran, round(time.perf_counter() - started, 2))
+
+
+def restored_from_run_cache(lines: list[str], stage: str) -> bool:
+    return any(f"Stage '{stage}' is cached - skipping run" in line for line in lines)
 
 
 @contextlib.contextmanager
@@ -117,8 +141,40 @@ def sync_data_version(repo: Path = Path(".")) -> None:
             dvc_repo.pull()
 
 
-def push_outputs(repo: Path, stage: str) -> None:
-    """Send a stage's outputs to the DVC remote (when there is one) for the parent to pull."""
+def has_remote(repo: Path = Path(".")) -> bool:
+    """True when the checkout has a default DVC remote (a team setup)."""
     with open_dvc_repo(repo) as dvc_repo:
-        if dvc_repo.config.get("remote"):
-            dvc_repo.push(targets=[stage])
+        return bool(dvc_repo.config["core"].get("remote"))
+
+
+def push(
+    repo: Path,
+    targets: list[str] | None = None,
+    run_cache: bool = False,
+    log: Callable[[str], None] = print,
+) -> None:
+    """`dvc push` (of `targets`, default everything dvc.lock names), with DVC's run-cache when
+    `run_cache`, so another host's `dvc repro --pull` restores those stages instead of running
+    them."""
+    args = ["push", *(["--run-cache"] if run_cache else []), *(targets or [])]
+    run_dvc(args, repo, log, label="dvc push")
+
+
+def push_stage_results(repo: Path, stage: str, log: Callable[[str], None] = print) -> None:
+    """`dvc push --run-cache <stage>`, plus the objects of the stage's `cache: false` outputs.
+
+    DVC's run-cache keeps those outputs (so another host can restore them) but its push leaves
+    their objects behind (DVC 3.67), and the other host's restore then fails with "Missing cache
+    files"; they are pushed here through DVC's own data cloud.
+    """
+    push(repo, [stage], run_cache=True, log=log)
+    with open_dvc_repo(repo) as dvc_repo:
+        hashes = [
+            out.hash_info
+            for found in dvc_repo.stage.collect(stage)
+            for out in found.outs
+            if not out.use_cache and out.hash_info
+        ]
+        result = dvc_repo.cloud.push(hashes) if hashes else None
+    if result is not None and result.failed:
+        raise StageError(f"dvc push of {stage}'s uncached outputs failed: {result.failed}")

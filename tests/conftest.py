@@ -58,28 +58,42 @@ def git(repo: Path, *args: str) -> None:
     )
 
 
-@pytest.fixture
-def repo_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh git repo in tmp with the pipeline's code, tiny params, the digits data and its
-    own MLflow store; the test runs with it as the working directory."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
+def _build_repo(repo: Path, edit_params: Callable[[dict], None] | None = None) -> Path:
+    """A git repo at `repo` with the pipeline's code, tiny params (then `edit_params`) and the
+    digits data in data/, all committed (data/ is ignored by git, as in a real clone)."""
+    repo.mkdir(parents=True)
     for name in REPO_FILES:
         shutil.copy2(REPO_ROOT / name, repo / name)
     for name in REPO_DIRS:
         shutil.copytree(
             REPO_ROOT / name,
             repo / name,
-            ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp", "*.lock"),
+            ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp", "*.lock", "config.local"),
         )
     params = tiny_params(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()))
+    if edit_params is not None:
+        edit_params(params)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     from tasks.ingest import ingest
 
     ingest("digits", None, repo / "data")
-    git(repo, "init", "-q")
+    git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "test repo")
+    return repo
+
+
+@pytest.fixture
+def build_repo() -> Callable[..., Path]:
+    """`build_repo(path, edit_params=None)`: a repo like `repo_copy`'s, anywhere, no chdir."""
+    return _build_repo
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh git repo in tmp with the pipeline's code, tiny params, the digits data and its
+    own MLflow store; the test runs with it as the working directory."""
+    repo = _build_repo(tmp_path / "repo")
     monkeypatch.chdir(repo)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
     monkeypatch.setenv("PYTHONPATH", str(repo))
