@@ -41,6 +41,7 @@ def _run_flow(args: argparse.Namespace) -> int:
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
     from flows.retrain import retrain
+    from tasks.handoff import HandoffError
     from tasks.preflight import PreflightError
     from tasks.report import format_table
     from tasks.settings import Settings
@@ -54,7 +55,7 @@ def _run_flow(args: argparse.Namespace) -> int:
             repo=str(Path.cwd()),
             training_mode=Settings.from_environment(Path.cwd()).training_mode,
         )
-    except (StageError, PreflightError) as error:
+    except (StageError, PreflightError, HandoffError) as error:
         print(f"\nimgflow run failed: {error}", file=sys.stderr)
         return 1
     print()

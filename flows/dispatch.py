@@ -88,11 +88,15 @@ def _run_and_wait(
     if not isinstance(flow_run, FlowRun):  # called from a sync flow, so never a coroutine
         raise TypeError(f"run_deployment returned {type(flow_run).__name__}, not a FlowRun")
     state = flow_run.state
-    if state is None or not state.is_completed():
-        name = state.name if state else "unknown"
+    if state is None or not state.is_final():
         raise StageError(
-            f"train-model run '{flow_run.name}' for {model} ended {name} "
-            f"(timeout {timeout:.0f} s): see its logs in the Prefect UI"
+            f"train-model run '{flow_run.name}' for {model} did not finish within {timeout:.0f} s "
+            "(IMGFLOW_TRAINING_TIMEOUT): is a worker polling the pool? See the Prefect UI"
+        )
+    if not state.is_completed():
+        raise StageError(
+            f"train-model run '{flow_run.name}' for {model} ended {state.name}: "
+            f"{state.message or 'see its logs in the Prefect UI'}"
         )
     result = state.result() if state.data is not None else {}
     seconds = flow_run.total_run_time.total_seconds() if flow_run.total_run_time else 0.0

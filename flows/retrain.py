@@ -27,6 +27,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.dispatch import dispatch_training
 from tasks.dag import Stage, read_stage_graph, walk
+from tasks.handoff import check_code_shippable
 from tasks.ingest import ensure_dataset, version_data
 from tasks.landing import merge_landing
 from tasks.locks import run_lock
@@ -98,13 +99,15 @@ def validation_report_task(repo: str) -> bool:
 
 
 @task(name="preflight-check")
-def preflight_task(repo: str) -> None:
-    """Every configured shared service answers and accepts our credentials; else stop before
-    any stage with one line per failing service (nothing registered, data/ and dvc.lock as
-    they were)."""
+def preflight_task(repo: str, training_mode: str = "in-process") -> None:
+    """Every configured shared service answers and accepts our credentials, and in worker mode
+    with a DVC remote the code workers will clone is committed and pushed; else stop before
+    any stage with one line per problem (nothing registered, data/ and dvc.lock as they were)."""
     results = preflight(Settings.from_environment(Path(repo)), Path(repo))
     get_run_logger().info("preflight:\n%s", format_results(results))
     raise_if_failed(results)
+    if training_mode == "worker" and has_remote(Path(repo)):
+        check_code_shippable(Path(repo))
 
 
 @task(name="dvc-status")
@@ -216,7 +219,8 @@ def retrain(
     # One run per checkout: a second one (a schedule meeting a manual run) fails here at once
     # with one line naming the running one, before it touches data/ or dvc.lock.
     with run_lock(Path(repo), runtime.flow_run.name):
-        preflight_task(repo)  # before ingest too: with a DVC remote, ingest pushes to it
+        # Before ingest too: with a DVC remote, ingest pushes to it.
+        preflight_task(repo, training_mode)
         ingested = ingest_task(source, path, name, repo)
         if landing_dir:
             ingested = landing_task(landing_dir, repo) > 0 or ingested

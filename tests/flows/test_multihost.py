@@ -49,22 +49,7 @@ GAN_EPOCHS = 40  # long enough to be killed mid-run after the classifiers' 2 epo
 RUN_TIMEOUT = 1200
 
 
-def postgres_answers() -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-pytestmark = [
-    pytest.mark.topology,
-    pytest.mark.skipif(
-        not postgres_answers(), reason="PostgreSQL does not answer on 127.0.0.1:5432"
-    ),
-]
+pytestmark = pytest.mark.topology
 
 
 @dataclass
@@ -124,19 +109,6 @@ def close_link(link: Link) -> None:
         subprocess.run(["ip", "link", "del", link.interface], check=False, capture_output=True)
     if link.namespace:
         subprocess.run(["ip", "netns", "del", link.namespace], check=False, capture_output=True)
-
-
-def drop_databases(names: list[str]) -> None:
-    import psycopg2
-
-    connection = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    try:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            for name in names:
-                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        connection.close()
 
 
 @dataclass
@@ -235,11 +207,10 @@ def _start_git_daemon(link: Link, root: Path) -> tuple[subprocess.Popen, str]:
 
 
 @pytest.fixture(scope="module")
-def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
+def hosts(tmp_path_factory: pytest.TempPathFactory, team_databases: list[str]) -> Iterator[Hosts]:
     root = tmp_path_factory.mktemp("hosts")
+    names = team_databases
     link = open_link()
-    prefix = f"imgflow_h{uuid.uuid4().hex[:8]}"
-    names = [f"{prefix}_mlflow", f"{prefix}_auth", f"{prefix}_prefect"]
     s3_port = free_port()
     environment = {
         **SECRETS,
@@ -269,7 +240,6 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
     finally:
         stop_processes(processes)
         close_link(link)
-        drop_databases(names)
 
 
 def _git(repo: Path, *args: str) -> str:

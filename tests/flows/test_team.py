@@ -8,7 +8,6 @@ from __future__ import annotations
 import configparser
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -51,19 +50,6 @@ SECRETS = {
     "IMGFLOW_MLFLOW_ADMIN_PASSWORD": "s3cret-%-admin",
     "IMGFLOW_PREFECT_AUTH_STRING": "prefect:token-value",
 }
-
-
-def postgres_answers() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-requires_postgres = pytest.mark.skipif(
-    not postgres_answers(), reason="PostgreSQL does not answer on 127.0.0.1:5432"
-)
 
 
 def team_settings(tmp_path: Path, **overrides: str) -> Settings:
@@ -205,27 +191,12 @@ def test_default_mlflow_password_is_refused_by_the_command(tmp_path: Path) -> No
 # --- the whole stack (PostgreSQL, weed mini, mlflow server, prefect server) ----------------
 
 
-def drop_databases(names: list[str]) -> None:
-    import psycopg2
-
-    connection = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    try:
-        connection.autocommit = True
-        with connection.cursor() as cursor:
-            for name in names:
-                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        connection.close()
-
-
 @pytest.fixture(scope="module")
-def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TeamStack]:
+def team(
+    tmp_path_factory: pytest.TempPathFactory, team_databases: list[str]
+) -> Iterator[TeamStack]:
     """The whole team stack on free ports, with its own databases; all removed afterwards."""
-    if not postgres_answers():
-        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
     root = tmp_path_factory.mktemp("team")
-    prefix = f"imgflow_t{uuid.uuid4().hex[:8]}"
-    names = [f"{prefix}_mlflow", f"{prefix}_auth", f"{prefix}_prefect"]
     environment = {
         **SECRETS,
         "IMGFLOW_TEAM_STATE": str(root / "state"),
@@ -233,9 +204,9 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TeamStack]:
         "IMGFLOW_S3_PORT": str(free_port()),
         "IMGFLOW_MLFLOW_PORT": str(free_port()),
         "IMGFLOW_PREFECT_PORT": str(free_port()),
-        "IMGFLOW_MLFLOW_DB": names[0],
-        "IMGFLOW_MLFLOW_AUTH_DB": names[1],
-        "IMGFLOW_PREFECT_DB": names[2],
+        "IMGFLOW_MLFLOW_DB": team_databases[0],
+        "IMGFLOW_MLFLOW_AUTH_DB": team_databases[1],
+        "IMGFLOW_PREFECT_DB": team_databases[2],
     }
     settings = Settings.from_environment(REPO_ROOT, environment=environment)
     ports = {flag: free_port() for flag in WEED_PORT_FLAGS}
@@ -243,12 +214,10 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TeamStack]:
         with team_stack(settings, root / "logs", weed_ports=ports, mlflow_workers=1) as stack:
             yield stack
     finally:
-        drop_databases(names)
         shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.topology
-@requires_postgres
 def test_mlflow_rejects_a_wrong_password_and_accepts_the_admin(team: TeamStack) -> None:
     settings = team.settings
     url = f"http://127.0.0.1:{settings.mlflow_port}/api/2.0/mlflow/experiments/search"
@@ -261,7 +230,6 @@ def test_mlflow_rejects_a_wrong_password_and_accepts_the_admin(team: TeamStack) 
 
 
 @pytest.mark.topology
-@requires_postgres
 def test_an_artifact_logged_through_mlflow_is_an_object_in_the_bucket(team: TeamStack) -> None:
     run_id = log_smoke_run(team.worker_environment)
     keys = artifact_keys(team.settings, run_id)
@@ -271,7 +239,6 @@ def test_an_artifact_logged_through_mlflow_is_an_object_in_the_bucket(team: Team
 
 
 @pytest.mark.topology
-@requires_postgres
 def test_s3_store_refuses_wrong_keys(team: TeamStack) -> None:
     from botocore.exceptions import ClientError
 
@@ -288,7 +255,6 @@ def test_s3_store_refuses_wrong_keys(team: TeamStack) -> None:
 
 
 @pytest.mark.topology
-@requires_postgres
 def test_prefect_requires_the_auth_string_and_has_both_pools(team: TeamStack) -> None:
     settings = team.settings
     url = f"http://127.0.0.1:{settings.prefect_port}/api/work_pools/filter"
@@ -305,14 +271,12 @@ def test_prefect_requires_the_auth_string_and_has_both_pools(team: TeamStack) ->
 
 
 @pytest.mark.topology
-@requires_postgres
 def test_the_check_command_passes_on_the_running_stack(team: TeamStack) -> None:
     lines = run_checks(team.settings, team.worker_environment)
     assert len(lines) == 3 and "s3://imgflow-test/mlflow/" in lines[1]
 
 
 @pytest.mark.topology
-@requires_postgres
 def test_dvc_remote_keeps_keys_out_of_tracked_config(team: TeamStack, tmp_path: Path) -> None:
     repo = tmp_path / "checkout"
     repo.mkdir()
@@ -337,12 +301,13 @@ def test_dvc_remote_keeps_keys_out_of_tracked_config(team: TeamStack, tmp_path: 
 
 
 @pytest.mark.topology
-@requires_postgres
-def test_a_user_without_createdb_gets_one_line_saying_what_to_grant(tmp_path: Path) -> None:
+def test_a_user_without_createdb_gets_one_line_saying_what_to_grant(
+    tmp_path: Path, postgres: str
+) -> None:
     import psycopg2
 
     role = f"imgflow_r{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    admin = psycopg2.connect(postgres)
     admin.autocommit = True
     try:
         with admin.cursor() as cursor:
