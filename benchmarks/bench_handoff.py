@@ -125,6 +125,7 @@ def clone(origin: Path, target: Path) -> Path:
 
 
 def set_seed(scheduler: Path, seed: int) -> None:
+    """A new seed makes every stage stale; committed and pushed, as worker mode requires."""
     params = yaml.safe_load((scheduler / "params.yaml").read_text())
     params["seed"] = seed
     (scheduler / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -148,12 +149,15 @@ def run_side(checkout: Path, environment: dict[str, str], log: Path) -> tuple[fl
 def compare(settings: Settings, root: Path, rounds: int) -> None:
     origin = root / "origin.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(REPO_ROOT), str(origin)], check=True)
+    setup = clone(origin, root / "setup")
+    configure_dvc_remote(setup, settings)
+    git(setup, "commit", "-q", "-am", "DVC remote on the team's store")
+    git(setup, "push", "-q", "origin", "HEAD:main")
     sides = {}
     for mode in ("worker", "in-process"):
         checkout = clone(origin, root / mode / "checkout")
         environment = host_environment(settings, root / mode / "home", origin)
         environment["IMGFLOW_TRAINING_MODE"] = mode
-        configure_dvc_remote(checkout, settings)
         sides[mode] = (checkout, environment)
     worker_checkout = clone(origin, root / "gpu-host" / "checkout")
     worker_env = host_environment(settings, root / "gpu-host" / "home", origin)
@@ -167,12 +171,10 @@ def compare(settings: Settings, root: Path, rounds: int) -> None:
         for index in range(rounds):
             order = ("worker", "in-process") if index % 2 == 0 else ("in-process", "worker")
             seconds = {}
+            set_seed(sides["worker"][0], 1000 + index)
+            git(sides["in-process"][0], "pull", "-q", "--ff-only", "origin", "main")
             for mode in order:
                 checkout, environment = sides[mode]
-                git(checkout, "add", ".dvc/config")
-                git(checkout, "commit", "-q", "--allow-empty", "-m", "remote")
-                git(checkout, "pull", "-q", "--rebase", "origin", "main")
-                set_seed(checkout, 1000 + index)
                 log = root / "logs" / f"run-{mode}-{index}.log"
                 seconds[mode], output = run_side(checkout, environment, log)
                 if mode == "worker":
