@@ -40,7 +40,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from flows.serve import free_port, start_process, stop_processes  # noqa: E402
+from flows.serve import free_port, stop_processes  # noqa: E402
 from flows.team import configure_dvc_remote, team_stack  # noqa: E402
 from flows.team_config import worker_environment  # noqa: E402
 from tasks.settings import Settings  # noqa: E402
@@ -161,10 +161,13 @@ def compare(settings: Settings, root: Path, rounds: int) -> None:
         sides[mode] = (checkout, environment)
     worker_checkout = clone(origin, root / "gpu-host" / "checkout")
     worker_env = host_environment(settings, root / "gpu-host" / "home", origin)
-    worker = start_process(
+    worker = subprocess.Popen(
         [sys.executable, "-m", "flows.cli", "worker", "--pool", "gpu", "--limit", "3"],
-        {**worker_env, "PYTHONUNBUFFERED": "1"},
-        root / "logs" / "gpu-worker.log",
+        cwd=worker_checkout,
+        env={**worker_env, "PYTHONUNBUFFERED": "1"},
+        stdout=(root / "logs" / "gpu-worker.log").open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         ratios, walls, handoffs = [], {"worker": [], "in-process": []}, []
