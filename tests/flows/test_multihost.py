@@ -236,10 +236,23 @@ def hosts(tmp_path_factory: pytest.TempPathFactory, team_databases: list[str]) -
             try:
                 yield found
             finally:
-                stop_processes(found.processes)
+                stop_with_children(found.processes)
     finally:
         stop_processes(processes)
         close_link(link)
+
+
+def stop_with_children(processes: list[subprocess.Popen]) -> None:
+    """Stop the processes and every process they started (flow runs, trainings, DVC), also
+    those that left the process group."""
+    children = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            children += psutil.Process(process.pid).children(recursive=True)
+    stop_processes(processes)
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 def _git(repo: Path, *args: str) -> str:
