@@ -9,6 +9,19 @@ Conventions:
 - Training uses the non-saturating GAN loss (Goodfellow et al. 2014, section 3): the
   discriminator minimises BCE(1, D(real)) + BCE(0, D(fake)) and the generator minimises
   BCE(1, D(fake)) = -log D(G(z)) instead of log(1 - D(G(z))), which saturates early in training.
+
+Against mode collapse (one drawing per class, issue 13), measured on MNIST-10k in
+benchmarks/quality_mnist.py:
+- The auxiliary-classifier terms are down-weighted (train.gan.class_loss_weight 0.1): at full
+  weight they pull every sample towards the easiest-to-classify drawing of its class (a known
+  AC-GAN weakness); the projection discriminator does the conditioning.
+- The discriminator's realness score also sees `ClassSpread`, how much the samples of each class
+  in the batch differ (minibatch standard deviation within classes), so a generator that repeats
+  one drawing per class is easy to call fake. Real and generated images therefore go through the
+  discriminator as separate batches.
+- `generator` is an exponential moving average of the weights being trained
+  (`online_generator`), which averages out the oscillation of adversarial training
+  (Yazici et al. 2019); it is the network that is saved, sampled and scored.
 """
 
 import math
@@ -26,6 +39,7 @@ from models._checks import (
     check_rate,
 )
 
+EMA_DECAY = 0.995  # per optimiser step: the average spans ~200 steps (MNIST-10k: 1.6 epochs)
 PIXEL_HALF_RANGE = 127.5  # 0..255 pixels <-> [-1, 1]: x / 127.5 - 1 and (t + 1) * 127.5
 
 _binary_crossentropy = keras.losses.BinaryCrossentropy(from_logits=True)
@@ -57,6 +71,41 @@ def discriminator_loss(real_logits: Any, fake_logits: Any, real_label: float = 1
 def generator_loss(fake_logits: Any) -> Any:
     """Return the non-saturating generator loss BCE(1, D(fake)) = mean(-log sigmoid(logits))."""
     return _binary_crossentropy(ops.ones_like(fake_logits), fake_logits)
+
+
+@keras.saving.register_keras_serializable(package="imgflow")
+class ClassSpread(layers.Layer):
+    """How much the batch's samples of one class differ: one scalar, repeated for each sample.
+
+    Each feature's standard deviation around its class mean within the batch, averaged over the
+    features: ProGAN's minibatch standard deviation (Karras et al. 2018), taken within classes so
+    that the differences between classes cannot hide a generator that draws one image per class.
+    Inputs: [features (batch, n), labels (batch, 1) int]; output (batch, 1).
+    """
+
+    def __init__(self, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.num_classes = check_num_classes(num_classes)
+
+    def call(self, inputs: Any) -> Any:
+        features, labels = inputs
+        flat = ops.cast(features, "float32")  # float16 would underflow the variances
+        onehot = ops.one_hot(ops.reshape(labels, (-1,)), self.num_classes, dtype="float32")
+        counts = ops.sum(onehot, axis=0)
+        means = ops.matmul(ops.transpose(onehot), flat) / ops.maximum(counts, 1.0)[:, None]
+        residual = flat - ops.matmul(onehot, means)
+        # Degrees of freedom: one per sample, less one per class mean (at least 1).
+        classes_present = ops.sum(ops.cast(counts > 0, "float32"))
+        freedom = ops.maximum(ops.cast(ops.shape(flat)[0], "float32") - classes_present, 1.0)
+        variance = ops.sum(ops.square(residual), axis=0) / freedom
+        spread = ops.mean(ops.sqrt(variance + 1e-8))
+        return ops.cast(ops.ones_like(flat[:, :1]) * spread, features.dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, int]:
+        return (input_shape[0][0], 1)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "num_classes": self.num_classes}
 
 
 def scale_steps(height: int, width: int) -> int:
@@ -129,10 +178,11 @@ def build_discriminator(
     [real/fake logit (1,), class logits (num_classes,)].
 
     A strided-conv trunk reads the image alone. The real/fake logit is a projection
-    discriminator (Miyato & Koyama 2018): a linear score of the features plus the inner product
-    of the features with an embedding of the label. The class logits are an auxiliary classifier
-    (AC-GAN, Odena et al. 2017) that never sees the label, so it can teach the generator to draw
-    the requested class.
+    discriminator (Miyato & Koyama 2018): a linear score of the features and of their
+    within-class spread over the batch (`ClassSpread`), plus the inner product of the features
+    with an embedding of the label. The class logits are an auxiliary classifier (AC-GAN, Odena
+    et al. 2017) that never sees the label, so it can teach the generator to draw the requested
+    class. Feed real and generated images as separate batches: the spread is a batch statistic.
     """
     height, width, channels = check_image_shape(image_shape, "image_shape")
     num_classes = check_num_classes(num_classes)
@@ -151,7 +201,9 @@ def build_discriminator(
     label_embedding = layers.Embedding(num_classes, feature_size, name="label_embedding")(label)
     label_embedding = layers.Flatten(name="label_flatten")(label_embedding)
     projection = layers.Dot(axes=1, name="label_projection")([features, label_embedding])
-    unconditional = layers.Dense(1, name="realness")(features)
+    spread = ClassSpread(num_classes, name="class_spread")([features, label])
+    realness_input = layers.Concatenate(name="features_and_spread")([features, spread])
+    unconditional = layers.Dense(1, name="realness")(realness_input)
     logit = layers.Add(name="logit", dtype="float32")([unconditional, projection])
     class_logits = layers.Dense(num_classes, dtype="float32", name="class_logits")(features)
     return keras.Model([image, label], [logit, class_logits], name="discriminator")
@@ -166,6 +218,8 @@ class ConditionalGAN(keras.Model):
     on real images (one-sided label smoothing), 0 gives the plain non-saturating loss.
     `class_loss_weight` scales the auxiliary-classifier terms: the discriminator learns the class
     of real images, the generator is pushed to make its samples classified as the requested class.
+    `generator` holds the exponential moving average (decay `ema_decay` per step) of the weights
+    of `online_generator`, the copy the optimizer trains; `generator` is what is saved and sampled.
     """
 
     def __init__(
@@ -177,6 +231,7 @@ class ConditionalGAN(keras.Model):
         seed: int | None = None,
         label_smoothing: float = 0.0,
         class_loss_weight: float = 1.0,
+        ema_decay: float = EMA_DECAY,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -190,7 +245,13 @@ class ConditionalGAN(keras.Model):
                 f"latent_dim={self.latent_dim} does not match the generator's noise input "
                 f"size {generator_latent_dim}"
             )
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
+        self.ema_decay = float(ema_decay)
         self.generator = generator
+        # The trained copy starts from the same weights; `generator` follows it by averaging.
+        self.online_generator = keras.models.clone_model(generator)
+        self.online_generator.set_weights(generator.get_weights())
         self.discriminator = discriminator
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
@@ -229,10 +290,12 @@ class ConditionalGAN(keras.Model):
         return keras.random.normal((batch_size, self.latent_dim), seed=self.seed_generator)
 
     def train_step(self, data: Any) -> dict[str, Any]:
-        """One simultaneous discriminator and generator update on a batch of (images, labels).
+        """One simultaneous discriminator and generator update on a batch of (images, labels),
+        then one step of the generator's moving average.
 
         One forward pass serves both updates (as in the TensorFlow DCGAN tutorial): the fakes
-        are generated once and the discriminator sees real and fake images in one batch.
+        are generated once; the discriminator sees the real and the fake batch separately, as
+        its within-class spread feature is a statistic of the batch it sees.
         """
         images, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         if labels is None:
@@ -243,13 +306,11 @@ class ConditionalGAN(keras.Model):
         noise = self._sample_noise(batch_size)
 
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            fake_images = self.generator([noise, labels], training=True)
-            both = ops.concatenate([real_images, ops.cast(fake_images, real_images.dtype)], 0)
-            logits, class_logits = self.discriminator(
-                [both, ops.concatenate([labels, labels], 0)], training=True
+            fake_images = self.online_generator([noise, labels], training=True)
+            real_logits, real_class = self.discriminator([real_images, labels], training=True)
+            fake_logits, fake_class = self.discriminator(
+                [ops.cast(fake_images, real_images.dtype), labels], training=True
             )
-            real_logits, fake_logits = logits[:batch_size], logits[batch_size:]
-            real_class, fake_class = class_logits[:batch_size], class_logits[batch_size:]
             targets = ops.reshape(labels, (-1,))
             d_loss = discriminator_loss(real_logits, fake_logits, 1.0 - self.label_smoothing)
             d_loss += self.class_loss_weight * _class_crossentropy(targets, real_class)
@@ -258,15 +319,25 @@ class ConditionalGAN(keras.Model):
             scaled_d_loss = self.discriminator_optimizer.scale_loss(d_loss)
             scaled_g_loss = self.generator_optimizer.scale_loss(g_loss)
         d_weights = self.discriminator.trainable_weights
-        g_weights = self.generator.trainable_weights
+        g_weights = self.online_generator.trainable_weights
         d_gradients = d_tape.gradient(scaled_d_loss, d_weights)
         g_gradients = g_tape.gradient(scaled_g_loss, g_weights)
         self.discriminator_optimizer.apply_gradients(zip(d_gradients, d_weights, strict=True))
         self.generator_optimizer.apply_gradients(zip(g_gradients, g_weights, strict=True))
+        self._update_average()
 
         self.d_loss_tracker.update_state(d_loss)
         self.g_loss_tracker.update_state(g_loss)
         return {metric.name: metric.result() for metric in self.metrics}
+
+    def _update_average(self) -> None:
+        """generator <- decay * generator + (1 - decay) * online_generator, every weight
+        (batch-norm statistics too, so the average network normalises like the trained one)."""
+        decay = self.ema_decay
+        for average, online in zip(
+            self.generator.weights, self.online_generator.weights, strict=True
+        ):
+            average.assign(decay * average + (1.0 - decay) * ops.cast(online, average.dtype))
 
     def generate(self, labels: Any, noise: Any = None, batch_size: int = 256) -> np.ndarray:
         """Generate one image per label; returns float32 pixel values in [0, 255].

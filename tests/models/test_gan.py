@@ -165,6 +165,67 @@ def test_conditional_gan_fit_reports_finite_losses():
     )
 
 
+def test_class_spread_is_the_within_class_standard_deviation_of_the_batch():
+    from models.gan import ClassSpread
+
+    spread = ClassSpread(NUM_CLASSES)
+    # Class 0: features 0 and 2 (deviations -1, +1); class 3: 5 and 5. Two class means leave
+    # 4 - 2 = 2 degrees of freedom: variance (1 + 1) / 2 = 1 in feature 0; feature 1 is constant.
+    features = np.array([[0.0, 7.0], [2.0, 7.0], [5.0, 7.0], [5.0, 7.0]], "float32")
+    labels = np.array([[0], [0], [3], [3]], "int32")
+    values = keras.ops.convert_to_numpy(spread([features, labels]))
+    np.testing.assert_allclose(values, np.full((4, 1), (1.0 + 1e-4) / 2), rtol=1e-4)
+    # One drawing per class: no spread at all, however different the classes are.
+    collapsed = np.array([[0.0, 1.0], [0.0, 1.0], [9.0, -4.0], [9.0, -4.0]], "float32")
+    assert keras.ops.convert_to_numpy(spread([collapsed, labels])).max() < 1e-3
+    assert ClassSpread.from_config(spread.get_config()).num_classes == NUM_CLASSES
+
+
+def test_discriminator_realness_tells_a_collapsed_batch_from_a_varied_one():
+    discriminator = build_discriminator(IMAGE_SHAPE, NUM_CLASSES, base_filters=4)
+    spread_output = keras.Model(
+        discriminator.inputs, discriminator.get_layer("class_spread").output
+    )
+    rng = np.random.default_rng(0)
+    labels = np.array([[0], [0], [1], [1]], "int32")
+    varied = rng.uniform(-1, 1, size=(4, *IMAGE_SHAPE)).astype("float32")
+    collapsed = varied[[0, 0, 2, 2]]
+    assert infer(spread_output, [varied, labels]).min() > 0.01
+    assert infer(spread_output, [collapsed, labels]).max() < 1e-3
+    logits = [
+        keras.ops.convert_to_numpy(discriminator([batch, labels], training=False)[0])
+        for batch in (varied, collapsed)
+    ]
+    assert not np.allclose(logits[0][[0, 2]], logits[1][[0, 2]])  # same images, other batches
+
+
+def test_saved_generator_is_the_moving_average_of_the_trained_one():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(16, *IMAGE_SHAPE), dtype=np.uint8)
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.arange(16) % 10)).batch(16)
+    for decay in (0.0, 0.75):
+        keras.utils.set_random_seed(0)
+        gan = ConditionalGAN(
+            build_generator(LATENT_DIM, NUM_CLASSES, IMAGE_SHAPE, base_filters=4),
+            build_discriminator(IMAGE_SHAPE, NUM_CLASSES, base_filters=4),
+            LATENT_DIM,
+            NUM_CLASSES,
+            seed=0,
+            ema_decay=decay,
+        )
+        gan.compile(keras.optimizers.Adam(1e-2), keras.optimizers.Adam(1e-2))
+        before = gan.generator.get_weights()
+        for start, online in zip(before, gan.online_generator.get_weights(), strict=True):
+            np.testing.assert_array_equal(start, online)  # both start from the built weights
+        gan.fit(dataset, epochs=1, verbose=0)  # one step
+        trained = gan.online_generator.get_weights()
+        assert any(not np.allclose(start, end) for start, end in zip(before, trained, strict=True))
+        for start, end, average in zip(before, trained, gan.generator.get_weights(), strict=True):
+            np.testing.assert_allclose(average, decay * start + (1 - decay) * end, atol=1e-6)
+    with pytest.raises(ValueError, match="ema_decay"):
+        ConditionalGAN(gan.generator, gan.discriminator, LATENT_DIM, NUM_CLASSES, ema_decay=1.0)
+
+
 def test_conditional_gan_under_mixed_precision_scales_losses_and_keeps_float32_outputs():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
