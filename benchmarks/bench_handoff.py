@@ -142,7 +142,8 @@ def run_side(checkout: Path, environment: dict[str, str], log: Path) -> tuple[fl
     seconds = time.perf_counter() - started
     log.write_text(done.stdout + done.stderr)
     if done.returncode != 0:
-        raise RuntimeError(f"imgflow run failed in {checkout}: see {log}")
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
+        raise RuntimeError(f"imgflow run failed in {checkout}:\n{tail}")
     return seconds, done.stdout + done.stderr
 
 
