@@ -9,11 +9,13 @@ Without a remote the worker shares this checkout and trains in it.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from flows.deploy import TRAIN_MODEL_DEPLOYMENT, commit_deployment
 from tasks.handoff import Handoff, build_handoff, check_code_shippable
@@ -45,12 +47,31 @@ def dispatch_training(
     result = _run_and_wait(deployment, parameters, model, timeout)
     restore_training(model, root)
     wall = time.perf_counter() - started
-    stage = float(result.get("stage_seconds", 0.0))
+    steps = worker_timings(result["flow_run_id"])
+    stage = steps.get("stage", 0.0)
     log(
         f"train@{model} on worker: {wall:.1f} s, of which the training stage {stage:.1f} s and "
-        f"the hand-off {wall - stage:.1f} s (worker: {result.get('worker_seconds')})"
+        f"the hand-off {wall - stage:.1f} s (on the worker: {steps})"
     )
-    return StageRun(f"train@{model}", bool(result.get("trained", True)), round(wall, 2))
+    return StageRun(f"train@{model}", bool(steps.get("trained", 1.0)), round(wall, 2))
+
+
+def worker_timings(flow_run_id: UUID) -> dict[str, float]:
+    """The step timings a `train-model` run recorded as a table artifact ({} if none)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from flows.train_model import TIMINGS_ARTIFACT
+
+    runs = ArtifactFilterFlowRunId(any_=[flow_run_id])
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=runs))
+    for artifact in artifacts:
+        if artifact.key == TIMINGS_ARTIFACT:
+            data: Any = artifact.data
+            rows: list[dict[str, Any]] = json.loads(data) if isinstance(data, str) else data
+            return {str(row["step"]): float(row["seconds"]) for row in rows}
+    return {}
 
 
 def handoff_inputs(root: Path) -> Handoff:
@@ -100,4 +121,4 @@ def _run_and_wait(
         )
     result = state.result() if state.data is not None else {}
     seconds = flow_run.total_run_time.total_seconds() if flow_run.total_run_time else 0.0
-    return {**result, "seconds": round(seconds, 2)}
+    return {**result, "seconds": round(seconds, 2), "flow_run_id": flow_run.id}
