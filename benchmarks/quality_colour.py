@@ -49,6 +49,18 @@ def write_tinted_digits(folder: Path, per_class: int = PER_CLASS, seed: int = 0)
     return folder
 
 
+def copy_code(repo: Path, names: tuple[str, ...]) -> None:
+    """Copy these files and folders of the repository into `repo`."""
+    repo.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            ignore = shutil.ignore_patterns("__pycache__")
+            shutil.copytree(source, repo / name, dirs_exist_ok=True, ignore=ignore)
+        else:
+            shutil.copy2(source, repo / name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["cnn", "rnn", "gan"])
@@ -64,21 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="imgflow-colour-"))
     repo = args.keep or work / "repo"
     if not (repo / "artifacts/prepared/splits.npz").is_file():
-        repo.mkdir(parents=True, exist_ok=True)
-        for name in COPIED:
-            source = REPO_ROOT / name
-            if source.is_dir():
-                shutil.copytree(
-                    source,
-                    repo / name,
-                    dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__"),
-                )
-            else:
-                shutil.copy2(source, repo / name)
+        copy_code(repo, COPIED)
         ingest("folder", write_tinted_digits(work / "tinted-mnist-800"), repo / "data")
         for stage in ("prepare", "validate"):
             run([sys.executable, "-m", f"tasks.{stage}"], repo)
+    else:  # reuse the data and splits, but train the current code and params
+        copy_code(repo, ("tasks", "models", "params.yaml"))
     print(f"repo copy: {repo}")
 
     wall, rss = {}, {}
