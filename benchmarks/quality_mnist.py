@@ -99,7 +99,7 @@ def _verdict(name: str, value: float) -> str:
 def print_gan_diversity(metrics: dict) -> None:
     """Issue 13's figures: fidelity and diversity overall and per class, next to real images'."""
     print("  gan diversity (judge CNN embedding; real = train images, same class counts):")
-    for name in ("coverage_score", "precision", "recall", "density", "coverage"):
+    for name in ("diversity_score", "precision", "recall", "density", "coverage"):
         ceiling = metrics.get(f"{name}_ceiling")
         real = "" if ceiling is None else f"  real {ceiling:.3f}"
         print(f"    {name:<18} {metrics[name]:.3f}{real}{_verdict(name, metrics[name])}")

@@ -220,7 +220,7 @@ def score_generator(
     when the judge gives the requested class probability >= confidence. Fidelity and diversity
     (Frechet distance, precision/recall, density/coverage, overall and per class, next to the
     same measures of real train images: tasks.gan_metrics) are taken in the judge's "embedding"
-    layer against the test images. `coverage_score` is the gate's headline. Same dict as
+    layer against the test images. `diversity_score` is the gate's headline. Same dict as
     metrics/gan.json.
     """
     metrics, _, _ = _score_generator(generator, judge, train, test, list(class_names), params, seed)
@@ -357,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         params = load_section(EvaluateParams, "evaluate", args.params)
         metrics = evaluate(args.model, args.root, params, load_seed(args.params))
-    except (ParamsError, FileNotFoundError) as error:
+    except (ParamsError, FileNotFoundError, ValueError) as error:
         print(f"evaluate {args.model} failed: {error}", file=sys.stderr)
         return 1
     headline = {k: v for k, v in metrics.items() if not isinstance(v, dict)}

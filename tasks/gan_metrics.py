@@ -18,11 +18,14 @@ sample of real training images of the same size and class counts as the generate
 the same reference) are the ceiling a perfect generator reaches on average, and the floor for the
 Frechet distance.
 
-The headline, `coverage_score`, is the mean over classes of min(1, coverage_c / ceiling_c): 1.0
-means every class is covered as well as real images of the same number cover it. Collapse to a
-few images per class covers few real balls, so it scores near 0 however recognisable they are.
-A generator that copies real images would reach 1.0: that is what the nearest-real-neighbour
-figure is for.
+The headline, `diversity_score`, is the mean over classes of
+min(1, coverage_c / coverage_ceiling_c, recall_c / recall_ceiling_c): 1.0 means every class is
+covered and recalled as well as real images of the same number do. Each measure alone can be
+fooled: one prototype drawing near a class's centre lies in many real balls (coverage ~0.5 on
+MNIST) but its manifold is a point (recall ~0); a few outlying samples have wide balls that
+recall many real images but cover few. Collapse therefore scores near 0 however recognisable
+the drawings are. A generator that copies real images would reach 1.0: that is what the
+nearest-real-neighbour figure is for.
 """
 
 from __future__ import annotations
@@ -35,7 +38,14 @@ import numpy as np
 
 K_NEAREST = 5  # neighbours defining a ball (Naeem et al. recommend 5 for density and coverage)
 MANIFOLD_METRICS = ("precision", "recall", "density", "coverage")
-MIN_PER_CLASS = 2  # generated and test images of each class (a covariance needs two)
+MIN_PER_CLASS = 1  # generated and test images of each class, for the per-class measures
+
+
+def _covariance(features: np.ndarray) -> np.ndarray:
+    """Sample covariance of the rows; zero for a single row (a point has no spread)."""
+    if len(features) < 2:
+        return np.zeros((features.shape[1], features.shape[1]))
+    return np.atleast_2d(np.cov(features, rowvar=False))
 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
@@ -43,8 +53,7 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     from scipy import linalg
 
     mean_a, mean_b = features_a.mean(axis=0), features_b.mean(axis=0)
-    cov_a = np.atleast_2d(np.cov(features_a, rowvar=False))
-    cov_b = np.atleast_2d(np.cov(features_b, rowvar=False))
+    cov_a, cov_b = _covariance(features_a), _covariance(features_b)
     with warnings.catch_warnings():
         # Singular covariances (few samples per class, dead ReLU features, a collapsed class)
         # are expected here: checked below, regularised as the FID reference does.
@@ -98,6 +107,8 @@ def manifold_metrics(real: np.ndarray, fake: np.ndarray, k: int = K_NEAREST) -> 
         )
     distances = pairwise_distances(real, fake)  # (real, fake)
     in_real_ball = distances <= neighbour_radii(real, k)[:, None]
+    # Repeated samples are each other's neighbours, so repeats shrink the generated balls: a
+    # generator that draws a few images again and again has a small manifold, as it should.
     in_fake_ball = distances <= neighbour_radii(fake, k)[None, :]
     k_used = max(1, min(k, len(real) - 1))
     return {
@@ -124,6 +135,15 @@ def matched_real_sample(
 def _ratio(value: float, reference: float) -> float:
     """value / reference capped at 1; the raw value when the reference is 0 (nothing to reach)."""
     return min(1.0, value / reference) if reference > 0 else min(1.0, value)
+
+
+def _class_diversity(scores: dict[str, float]) -> float:
+    """One class's share of the headline: the weaker of its coverage and recall relative to
+    real images' (each capped at 1)."""
+    return min(
+        _ratio(scores["coverage"], scores["coverage_ceiling"]),
+        _ratio(scores["recall"], scores["recall_ceiling"]),
+    )
 
 
 def _class_scores(
@@ -154,7 +174,7 @@ def diversity_metrics(
     generated samples (their requested classes) and a matched real sample (the ceilings).
 
     Returns the overall measures, their `_ceiling`s, frechet_distance/_floor/_ratio, the worst
-    class's coverage, recall and Frechet ratio, `coverage_score` and `per_class` details.
+    class's coverage, recall and Frechet ratio, `diversity_score` and `per_class` details.
     """
     for name, (features, labels) in (("test", test), ("generated", fake), ("real", real)):
         if len(features) != len(labels):
@@ -164,7 +184,8 @@ def diversity_metrics(
             raise ValueError(
                 f"{name} images: class {class_names[int(counts.argmin())]!r} has "
                 f"{counts.min()}; per-class measures need >= {MIN_PER_CLASS} per class "
-                "(raise evaluate.gan_samples to >= 2 x the number of classes)"
+                "(evaluate.gan_samples must be >= the number of classes, and every class "
+                "needs test images)"
             )
     overall = manifold_metrics(test[0], fake[0])
     ceiling = manifold_metrics(test[0], real[0])
@@ -179,8 +200,6 @@ def diversity_metrics(
     metrics["min_class_coverage"] = min(scores["coverage"] for scores in per_class.values())
     metrics["min_class_recall"] = min(scores["recall"] for scores in per_class.values())
     metrics["max_class_frechet_ratio"] = max(s["frechet_ratio"] for s in per_class.values())
-    metrics["coverage_score"] = float(
-        np.mean([_ratio(s["coverage"], s["coverage_ceiling"]) for s in per_class.values()])
-    )
+    metrics["diversity_score"] = float(np.mean([_class_diversity(s) for s in per_class.values()]))
     metrics["per_class"] = per_class
     return metrics

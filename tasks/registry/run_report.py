@@ -40,7 +40,7 @@ COMPARED_METRICS: dict[str, tuple[str, ...]] = {
     "cnn": ("test_accuracy", "macro_f1", "test_loss", "expected_calibration_error"),
     "rnn": ("test_accuracy", "macro_f1", "test_loss", "expected_calibration_error"),
     "gan": (
-        "coverage_score",
+        "diversity_score",
         "recognisable_share",
         "classes_covered",
         "coverage",

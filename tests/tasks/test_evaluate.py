@@ -133,11 +133,11 @@ def test_score_generator_reports_recognisability_coverage_and_frechet(tmp_path, 
         assert key in every and key in every["per_class"]["b"]
     for key in ("coverage_ceiling", "recall_ceiling", "frechet_floor", "frechet_ratio"):
         assert key in every and key in every["per_class"]["c"]
-    assert 0.0 <= every["coverage_score"] <= 1.0
+    assert 0.0 <= every["diversity_score"] <= 1.0
     assert every["min_class_coverage"] == min(c["coverage"] for c in every["per_class"].values())
     # The distances do not depend on the confidence, only on the samples (the seed).
     assert every["frechet_distance"] == none["frechet_distance"]
-    assert every["coverage_score"] == none["coverage_score"]
+    assert every["diversity_score"] == none["diversity_score"]
     other_seed = score_generator(generator, judge, train, test, names, lenient, seed=2)
     assert other_seed["frechet_distance"] != every["frechet_distance"]
     assert list(tmp_path.iterdir()) == []

@@ -34,6 +34,14 @@ def test_frechet_distance_of_scaled_gaussians_matches_the_formula() -> None:
     assert frechet_distance(whitened, 2 * whitened) == pytest.approx(2.0, abs=1e-6)
 
 
+def test_frechet_distance_of_single_rows_is_the_squared_distance() -> None:
+    # One sample of a class: a point with no spread, against a set with covariance I (2 rows).
+    point = np.array([[3.0, 4.0]])
+    assert frechet_distance(point, point) == 0.0
+    pair = np.array([[-1.0, 0.0], [1.0, 0.0]])  # mean 0, variance 2 in x, 0 in y
+    assert frechet_distance(point, pair) == pytest.approx(25.0 + 2.0)
+
+
 def test_distances_and_radii_on_a_line() -> None:
     points = np.array([[0.0], [1.0], [3.0], [6.0]])
     np.testing.assert_allclose(
@@ -87,7 +95,7 @@ def _clusters(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_diversity_metrics_of_a_copy_and_of_a_collapse() -> None:
     test, train = _clusters(40, seed=3), _clusters(40, seed=4)
     copy = diversity_metrics(test, test, train, CLASSES)
-    assert copy["coverage_score"] == 1.0  # at the real ceiling in every class
+    assert copy["diversity_score"] == 1.0  # at the real ceiling in every class
     assert copy["coverage"] == 1.0 >= copy["coverage_ceiling"] > 0.8
     assert copy["frechet_distance"] == pytest.approx(0.0, abs=1e-6)
     assert copy["frechet_floor"] > 0 and copy["frechet_ratio"] < 1e-6
@@ -100,15 +108,22 @@ def test_diversity_metrics_of_a_copy_and_of_a_collapse() -> None:
     firsts = np.stack([train[0][train[1] == c][0] for c in range(3)])
     collapsed = diversity_metrics(test, (firsts[labels], labels), train, CLASSES)
     assert collapsed["min_class_recall"] == 0.0  # a one-point manifold holds no test image
-    assert collapsed["coverage_score"] < 0.5 and collapsed["min_class_coverage"] < 0.5
+    assert collapsed["diversity_score"] < 0.5 and collapsed["min_class_coverage"] < 0.5
     assert collapsed["recall"] < 0.05 < collapsed["recall_ceiling"]
     assert collapsed["frechet_ratio"] > 5 and collapsed["max_class_frechet_ratio"] > 5
+
+    # A prototype at each class centre lies in many real balls (coverage) but is a point (recall
+    # 0): the headline takes the weaker of the two, so it scores 0.
+    centres = np.stack([test[0][test[1] == c].mean(axis=0) for c in range(3)])
+    prototype = diversity_metrics(test, (centres[labels], labels), train, CLASSES)
+    assert prototype["coverage"] > 0.4 and prototype["recall"] == 0.0
+    assert prototype["diversity_score"] == 0.0
 
 
 def test_diversity_metrics_reject_too_few_samples_of_a_class() -> None:
     test = _clusters(5, seed=5)
     fake = (test[0][:5], test[1][:5])  # only class a
-    with pytest.raises(ValueError, match=r"class 'b' has 0.*evaluate.gan_samples"):
+    with pytest.raises(ValueError, match=r"class 'b' has 0.*evaluate.gan_samples must be"):
         diversity_metrics(test, fake, test, CLASSES)
     with pytest.raises(ValueError, match="3 feature rows but 2 labels"):
         diversity_metrics(test, (test[0][:3], test[1][:2]), test, CLASSES)

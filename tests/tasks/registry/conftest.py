@@ -132,7 +132,7 @@ def _write_model(root: Path, model: str, keras_files: Path) -> None:
         for name in (GENERATOR_FILE, DISCRIMINATOR_FILE):
             shutil.copy(keras_files / name, directory / name)
         metrics = {"recognisable_share": 0.8, "classes_covered": 10, "frechet_distance": 12.3,
-                   "coverage_score": 0.75}  # fmt: skip
+                   "diversity_score": 0.75}  # fmt: skip
     else:
         shutil.copy(keras_files / f"{model}.keras", directory / CLASSIFIER_FILE)
         metrics = {"test_accuracy": 0.9, "test_loss": 0.3, "macro_f1": 0.88}

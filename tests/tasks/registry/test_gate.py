@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tasks.paths import RUN_REPORT_HTML, RUN_REPORT_MARKDOWN
 from tasks.registry.champion import current_champion
@@ -24,6 +25,7 @@ from tasks.registry.gate import PromotionError, decide, gate
 
 NAME = "digits-cnn"
 THRESHOLDS = {"test_accuracy": {"min": 0.5}}
+SHIPPED_PARAMS = Path(__file__).resolve().parents[3] / "params.yaml"
 
 
 def test_decide_thresholds_then_tolerance() -> None:
@@ -480,3 +482,42 @@ def test_two_hosts_registering_the_same_files_at_once_register_them_once(
     assert {words[0] for words in printed.values()} == {"1"}
     assert current_champion(client, "digits-cnn") == "1"
     assert not (store / ".imgflow-locks").exists()
+
+
+def test_gan_gate_rejects_a_collapsed_generator_and_scores_a_copy_at_the_real_ceiling(
+    store, exact_models, fake_repo
+) -> None:
+    """Issue 13, with the shipped register.thresholds.gan: one perfect drawing per class is 100 %
+    recognisable yet rejected for its coverage; a generator drawing from the real test images
+    scores at the real ceiling and is promoted."""
+    from tasks.register import register_models
+
+    root, client = store
+    # Enough images per class for 5-neighbour balls, and for a copier drawing 12 per class
+    # (with replacement) to repeat few of them: repeats are a finite set's own collapse.
+    fake_repo.write_splits(root, per_class=36)
+    exact_models.train_cnn(root, correct=10)
+    params = fake_repo.params
+    shipped = yaml.safe_load(SHIPPED_PARAMS.read_text())
+    params["register"]["thresholds"]["gan"] = shipped["register"]["thresholds"]["gan"]
+    params["evaluate"]["gan_samples"] = 120
+    stage_params = fake_repo.stage_params(root, params)
+
+    collapsed = exact_models.train_gan(root, evaluate=params["evaluate"])
+    assert collapsed["recognisable_share"] == 1.0 and collapsed["classes_covered"] == 10
+    assert collapsed["recall"] == 0.0 and collapsed["diversity_score"] < 0.3
+    _, gan = register_models(root, stage_params, models=["cnn", "gan"])
+    assert (gan.version, gan.decision, gan.headline_metric) == ("1", "rejected", "diversity_score")
+    assert "coverage" in gan.reason and "min_class_coverage" in gan.reason
+    assert current_champion(client, "digits-gan") is None
+
+    copy = exact_models.train_gan(root, copy_test=True, evaluate=params["evaluate"])
+    # At the real ceiling up to sampling: 12 test images a class (drawn with replacement) recall
+    # the test split about as well as 12 train images do (0.92 vs 0.98 here), and cover it better.
+    assert copy["diversity_score"] > 0.9 and copy["recall"] > 0.9
+    assert copy["coverage"] >= copy["coverage_ceiling"] and copy["precision"] == 1.0
+    assert copy["frechet_ratio"] < 1.0
+    (gan,) = register_models(root, stage_params, models=["gan"])
+    assert (gan.version, gan.decision) == ("2", "promoted")
+    assert gan.headline_value == pytest.approx(copy["diversity_score"])
+    assert current_champion(client, "digits-gan") == "2"

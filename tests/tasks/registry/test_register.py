@@ -40,7 +40,7 @@ def test_registers_three_versions_with_lineage_tags(registered, fake_repo) -> No
     assert [entry.model for entry in results] == ["cnn", "rnn", "gan"]
     by_model = {entry.model: entry for entry in results}
     assert by_model["cnn"].headline_metric == "test_accuracy"
-    assert by_model["gan"].headline_metric == "coverage_score"
+    assert by_model["gan"].headline_metric == "diversity_score"
     assert by_model["gan"].headline_value == pytest.approx(0.75)
     pipeline_runs = set()
     for entry in results:

@@ -81,16 +81,16 @@ def test_gan_section_shows_diversity_per_class_and_the_nearest_real_figure(tmp_p
     figure.write_bytes(b"\x89PNG\r\n\x1a\nNNN")
     scores = {"coverage": 0.6, "coverage_ceiling": 0.9, "recall": 0.5, "recall_ceiling": 0.95,
               "frechet_distance": 40.0, "frechet_floor": 10.0, "frechet_ratio": 4.0}  # fmt: skip
-    metrics = {"coverage_score": 0.7, "recognisable_share": 0.9, "coverage": 0.65,
+    metrics = {"diversity_score": 0.7, "recognisable_share": 0.9, "coverage": 0.65,
                "coverage_ceiling": 0.93, "frechet_ratio": 4.5, "per_class": {"7": scores},
                "per_class_recognisable": {"7": 0.95}}  # fmt: skip
-    entry = RegisteredModel("gan", "digits-gan", "4", "r", "coverage_score", 0.7, False,
+    entry = RegisteredModel("gan", "digits-gan", "4", "r", "diversity_score", 0.7, False,
                             "promoted", "ok", None, None, metrics)  # fmt: skip
     report = build_report(tmp_path, [entry], {"success": True}, data_version="m",
                           git_commit="c", mlflow_run_id="r", tracking_uri="u")  # fmt: skip
     markdown = write_report(tmp_path, report)[0].read_text()
-    assert "| gan | digits-gan v4 | coverage_score | 0.7000 | none |" in markdown
-    assert "| coverage_score | 0.7000 | - | - | higher |" in markdown
+    assert "| gan | digits-gan v4 | diversity_score | 0.7000 | none |" in markdown
+    assert "| diversity_score | 0.7000 | - | - | higher |" in markdown
     assert "| coverage_ceiling | 0.9300 | - | - | reference |" in markdown
     assert "| frechet_ratio | 4.5000 | - | - | lower |" in markdown
     assert "| 7 | 0.9500 | 0.6000 | 0.9000 | 0.5000 | 0.9500 | 40.0000 | 10.0000 | 4.0000 |" in (
