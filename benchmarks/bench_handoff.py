@@ -129,7 +129,7 @@ def set_seed(scheduler: Path, seed: int) -> None:
     params = yaml.safe_load((scheduler / "params.yaml").read_text())
     params["seed"] = seed
     (scheduler / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git(scheduler, "commit", "-q", "-am", f"seed {seed}")
+    git(scheduler, "commit", "-q", "-m", f"seed {seed}", "params.yaml")  # not the run's outputs
     git(scheduler, "push", "-q", "origin", "HEAD:main")
 
 
