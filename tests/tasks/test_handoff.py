@@ -87,7 +87,7 @@ def test_uncommitted_or_unpushed_code_is_refused_with_what_to_do(scheduler: Path
     assert "tasks/train.py" in str(error.value) and "tasks/new_module.py" in str(error.value)
     _git(scheduler, "add", "-A")
     _git(scheduler, "commit", "-q", "-m", "not pushed")
-    with pytest.raises(HandoffError, match="is on no remote branch.*`git push` it"):
+    with pytest.raises(HandoffError, match=r"is on no remote branch.*`git push` it"):
         check_code_shippable(scheduler)
 
 
@@ -99,9 +99,9 @@ def test_the_worker_checks_commit_data_version_and_report(scheduler: Path, tmp_p
     wrong_commit = Handoff("0" * 40, DATA_MD5, _lock(), REPORT)
     with pytest.raises(HandoffError, match="the run was scheduled at 000000000000"):
         apply_handoff(wrong_commit, worker)
-    with pytest.raises(HandoffError, match="asked for data version other.*prepared data version"):
+    with pytest.raises(HandoffError, match=r"asked for data version other.*prepared data version"):
         apply_handoff(Handoff(commit, "other", _lock(), REPORT), worker)
-    with pytest.raises(HandoffError, match="does not match the md5 its dvc.lock records"):
+    with pytest.raises(HandoffError, match=r"does not match the md5 its dvc\.lock records"):
         apply_handoff(Handoff(commit, DATA_MD5, _lock(), '{"success": false}\n'), worker)
     assert (worker / "dvc.lock").read_text() == _lock()  # nothing written by a refusal
     newer = _lock(report='{"success": true, "n": 2}\n')

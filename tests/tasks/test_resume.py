@@ -50,11 +50,12 @@ def _kill_after_first_checkpoint(model: str, store: Path | None = None) -> int:
     try:
         while time.monotonic() < deadline and process.poll() is None:
             # The backup of epoch k is written right after its history entry.
-            if _completed_epochs(checkpoint / "history.json") >= 1 and any(
+            checkpointed = _completed_epochs(checkpoint / "history.json") >= 1 and any(
                 (checkpoint / "backup").glob("*")
-            ):
-                if store is None or any(store.glob(f"{model}/*/latest.json")):
-                    break
+            )
+            shared = store is None or any(store.glob(f"{model}/*/latest.json"))
+            if checkpointed and shared:
+                break
             time.sleep(0.02)
     finally:
         if process.poll() is None:
