@@ -29,7 +29,7 @@ from typing import Any
 
 from flows.serve import (
     PREFECT,
-    free_port,
+    free_ports,
     stack_environment,
     start_process,
     stop_processes,
@@ -220,7 +220,7 @@ def start_s3(stack: TeamStack, state_dir: Path, ports: Mapping[str, int] | None)
     S3 port faces clients: its internal listeners take free ports unless `ports` names them,
     so they never collide with another service on the control host (8080, 9333, ...)."""
     settings = stack.settings
-    ports = ports or {flag: free_port() for flag in WEED_PORT_FLAGS}
+    ports = ports or dict(zip(WEED_PORT_FLAGS, free_ports(len(WEED_PORT_FLAGS)), strict=True))
     data_dir = state_dir / "s3"
     data_dir.mkdir(parents=True, exist_ok=True)
     environment = _base_environment()

@@ -32,7 +32,7 @@ import httpx
 import psutil
 import pytest
 
-from flows.serve import free_port, start_process, stop_processes, wait_until_answering
+from flows.serve import free_port, free_ports, start_process, stop_processes, wait_until_answering
 from flows.team import configure_dvc_remote, team_stack
 from flows.team_config import WEED_PORT_FLAGS, s3_client, weed_command, worker_environment
 from tasks.settings import Settings
@@ -187,7 +187,7 @@ def _start_store(
 ) -> None:
     """The S3 store on the link's host side (weed mini; a private link, so its unauthenticated
     filer and master ports face only this test's namespace)."""
-    ports = {flag: free_port() for flag in WEED_PORT_FLAGS}
+    ports = dict(zip(WEED_PORT_FLAGS, free_ports(len(WEED_PORT_FLAGS)), strict=True))
     (root / "s3").mkdir(parents=True)
     command = weed_command(settings, root / "s3", ports, host=link.host_ip)
     environment = {**os.environ, **SECRETS}

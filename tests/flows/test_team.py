@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.serve import free_port
+from flows.serve import free_port, free_ports
 from flows.team import TeamStack, configure_dvc_remote, team_stack
 from flows.team_check import (
     artifact_keys,
@@ -209,7 +209,7 @@ def team(
         "IMGFLOW_PREFECT_DB": team_databases[2],
     }
     settings = Settings.from_environment(REPO_ROOT, environment=environment)
-    ports = {flag: free_port() for flag in WEED_PORT_FLAGS}
+    ports = dict(zip(WEED_PORT_FLAGS, free_ports(len(WEED_PORT_FLAGS)), strict=True))
     try:
         with team_stack(settings, root / "logs", weed_ports=ports, mlflow_workers=1) as stack:
             yield stack

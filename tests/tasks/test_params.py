@@ -63,7 +63,10 @@ def test_load_section_reads_one_dotted_section(tmp_path: Path) -> None:
         ({"filters": []}, r"train\.cnn\.filters: List should have at least 1 item"),
         ({"filters": [8, -1]}, r"train\.cnn: filters must be positive integers"),
         ({"augment": "yes"}, r"train\.cnn\.augment: Input should be a valid boolean"),
-        ({"dense_unit": 3}, r"cnn\.dense_unit is not a known key; allowed: epochs, steps, warmup_steps, batch_size"),
+        (
+            {"dense_unit": 3},
+            r"cnn\.dense_unit is not a known key; allowed: epochs, steps, warmup_steps, batch_size",
+        ),
     ],
 )
 def test_a_bad_model_param_names_its_key_and_allowed_values(change: dict, message: str) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.serve import free_ports
 from tasks.preflight import (
     CheckResult,
     PreflightError,
@@ -109,7 +110,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import boto3  # type: ignore[import-untyped]
 
     state = tmp_path_factory.mktemp("weed")
-    ports = {flag: free_port() for flag in WEED_PORT_FLAGS}
+    ports = dict(zip(WEED_PORT_FLAGS, free_ports(len(WEED_PORT_FLAGS)), strict=True))
     command = [str(WEED), "mini", f"-dir={state}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
     command += [f"-{flag}={port}" for flag, port in ports.items()]
     environment = dict(os.environ, AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET)
