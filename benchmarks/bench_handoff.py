@@ -40,9 +40,9 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from flows.serve import free_port, stop_processes  # noqa: E402
+from flows.serve import stop_processes  # noqa: E402
 from flows.team import configure_dvc_remote, team_stack  # noqa: E402
-from flows.team_config import worker_environment  # noqa: E402
+from flows.team_config import private_team_environment, worker_environment  # noqa: E402
 from tasks.settings import Settings  # noqa: E402
 
 MNIST = REPO_ROOT.parent / "shared" / "datasets" / "mnist-10k"
@@ -84,17 +84,7 @@ def drop_databases(names: list[str]) -> None:
 def servers(root: Path) -> Iterator[Settings]:
     prefix = f"imgflow_b{uuid.uuid4().hex[:8]}"
     names = [f"{prefix}_mlflow", f"{prefix}_auth", f"{prefix}_prefect"]
-    environment = {
-        **SECRETS,
-        "IMGFLOW_TEAM_STATE": str(root / "state"),
-        "IMGFLOW_S3_BUCKET": "imgflow-bench",
-        "IMGFLOW_S3_PORT": str(free_port()),
-        "IMGFLOW_MLFLOW_PORT": str(free_port()),
-        "IMGFLOW_PREFECT_PORT": str(free_port()),
-        "IMGFLOW_MLFLOW_DB": names[0],
-        "IMGFLOW_MLFLOW_AUTH_DB": names[1],
-        "IMGFLOW_PREFECT_DB": names[2],
-    }
+    environment = {**SECRETS, **private_team_environment(root / "state", "imgflow-bench", names)}
     settings = Settings.from_environment(REPO_ROOT, environment=environment)
     started = time.perf_counter()
     try:

@@ -10,11 +10,12 @@ import re
 import shlex
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from flows.serve import free_ports
 from tasks.settings import Settings
 
 MLFLOW_ADMIN = "admin"
@@ -230,3 +231,28 @@ def mlflow_server_command(settings: Settings, workers: int = 2) -> list[str]:
         host = public_host(settings)
         command += ["--allowed-hosts", f"{host},{host}:*,localhost,localhost:*,127.0.0.1:*"]
     return command
+
+
+def private_team_environment(
+    state_dir: Path,
+    bucket: str,
+    databases: Sequence[str],
+    host: str = "127.0.0.1",
+    ports: Sequence[int] | None = None,
+) -> dict[str, str]:
+    """IMGFLOW_* variables for a team stack of one's own (tests, benchmarks): its own state
+    folder, bucket and databases (MLflow, MLflow auth, Prefect) and free ports for S3, MLflow
+    and Prefect, so it never meets a team's running servers. Secrets are the caller's."""
+    s3_port, mlflow_port, prefect_port = ports or free_ports(3)
+    mlflow_db, auth_db, prefect_db = databases
+    return {
+        "IMGFLOW_TEAM_HOST": host,
+        "IMGFLOW_TEAM_STATE": str(state_dir),
+        "IMGFLOW_S3_BUCKET": bucket,
+        "IMGFLOW_S3_PORT": str(s3_port),
+        "IMGFLOW_MLFLOW_PORT": str(mlflow_port),
+        "IMGFLOW_PREFECT_PORT": str(prefect_port),
+        "IMGFLOW_MLFLOW_DB": mlflow_db,
+        "IMGFLOW_MLFLOW_AUTH_DB": auth_db,
+        "IMGFLOW_PREFECT_DB": prefect_db,
+    }

@@ -49,13 +49,22 @@ def tiny_params(params: dict) -> dict:
     return params
 
 
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(
+def git(repo: Path, *args: str) -> str:
+    """Run git in `repo` as a test user (no global git identity needed); its stdout, stripped."""
+    done = subprocess.run(
         ["git", "-c", "user.email=test@example.com", "-c", "user.name=test", *args],
         cwd=repo,
         check=True,
         capture_output=True,
+        text=True,
     )
+    return done.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def run_git() -> Callable[..., str]:
+    """`run_git(repo, *args)`: git as a test user, returning its stdout."""
+    return git
 
 
 def _build_repo(repo: Path, edit_params: Callable[[dict], None] | None = None) -> Path:

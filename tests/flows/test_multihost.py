@@ -34,7 +34,13 @@ import pytest
 
 from flows.serve import free_port, free_ports, start_process, stop_processes, wait_until_answering
 from flows.team import configure_dvc_remote, team_stack
-from flows.team_config import WEED_PORT_FLAGS, s3_client, weed_command, worker_environment
+from flows.team_config import (
+    WEED_PORT_FLAGS,
+    private_team_environment,
+    s3_client,
+    weed_command,
+    worker_environment,
+)
 from tasks.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -118,6 +124,7 @@ class Hosts:
     root: Path
     git_url: str
     origin: Path
+    git: Callable[..., str]  # git as a test user (tests/conftest.py)
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     def host_environment(self, home: Path) -> dict[str, str]:
@@ -207,24 +214,18 @@ def _start_git_daemon(link: Link, root: Path) -> tuple[subprocess.Popen, str]:
 
 
 @pytest.fixture(scope="module")
-def hosts(tmp_path_factory: pytest.TempPathFactory, team_databases: list[str]) -> Iterator[Hosts]:
+def hosts(
+    tmp_path_factory: pytest.TempPathFactory,
+    team_databases: list[str],
+    run_git: Callable[..., str],
+) -> Iterator[Hosts]:
     root = tmp_path_factory.mktemp("hosts")
-    names = team_databases
     link = open_link()
-    s3_port = free_port()
-    environment = {
-        **SECRETS,
-        "IMGFLOW_TEAM_HOST": link.host_ip,
-        "IMGFLOW_TEAM_STATE": str(root / "state"),
-        "IMGFLOW_S3_BUCKET": BUCKET,
-        "IMGFLOW_S3_ENDPOINT": f"http://{link.host_ip}:{s3_port}",
-        "IMGFLOW_S3_PORT": str(s3_port),
-        "IMGFLOW_MLFLOW_PORT": str(free_port()),
-        "IMGFLOW_PREFECT_PORT": str(free_port()),
-        "IMGFLOW_MLFLOW_DB": names[0],
-        "IMGFLOW_MLFLOW_AUTH_DB": names[1],
-        "IMGFLOW_PREFECT_DB": names[2],
-    }
+    team = private_team_environment(root / "state", BUCKET, team_databases, link.host_ip)
+    # The store is started here on the link (serve-team keeps its own store on loopback), so
+    # the stack treats it as an external one.
+    store = f"http://{link.host_ip}:{team['IMGFLOW_S3_PORT']}"
+    environment = {**SECRETS, **team, "IMGFLOW_S3_ENDPOINT": store}
     settings = Settings.from_environment(REPO_ROOT, environment=environment)
     processes: list[subprocess.Popen] = []
     try:
@@ -232,7 +233,7 @@ def hosts(tmp_path_factory: pytest.TempPathFactory, team_databases: list[str]) -
         daemon, git_url = _start_git_daemon(link, root)
         processes.append(daemon)
         with team_stack(settings, root / "logs", mlflow_workers=1):
-            found = Hosts(link, settings, root, git_url, root / "origin.git")
+            found = Hosts(link, settings, root, git_url, root / "origin.git", run_git)
             try:
                 yield found
             finally:
@@ -255,17 +256,6 @@ def stop_with_children(processes: list[subprocess.Popen]) -> None:
             child.kill()
 
 
-def _git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout
-
-
 def _run(command: list[str], cwd: Path, environment: dict[str, str], timeout: float = 600):
     return subprocess.run(
         command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout
@@ -280,11 +270,11 @@ def _scheduler(hosts: Hosts, build_repo: Callable[..., Path]) -> tuple[Path, dic
 
     scheduler = build_repo(hosts.root / "scheduler" / "checkout", longer_gan)
     configure_dvc_remote(scheduler, hosts.settings)
-    _git(scheduler, "add", "-A")
-    _git(scheduler, "commit", "-q", "-m", "team remote")
+    hosts.git(scheduler, "add", "-A")
+    hosts.git(scheduler, "commit", "-q", "-m", "team remote")
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hosts.origin)], check=True)
-    _git(scheduler, "remote", "add", "origin", str(hosts.origin))
-    _git(scheduler, "push", "-q", "-u", "origin", "main")
+    hosts.git(scheduler, "remote", "add", "origin", str(hosts.origin))
+    hosts.git(scheduler, "push", "-q", "-u", "origin", "main")
     return scheduler, hosts.host_environment(hosts.root / "scheduler" / "home")
 
 
@@ -402,9 +392,9 @@ def _assert_registered_with_artifacts_in_s3(hosts: Hosts, environment: dict[str,
 def _assert_third_clone_reproduces_nothing(
     hosts: Hosts, scheduler: Path, environment: dict[str, str]
 ) -> None:
-    _git(scheduler, "add", "-A")
-    _git(scheduler, "commit", "-q", "-m", "run results")
-    _git(scheduler, "push", "-q", "origin", "main")
+    hosts.git(scheduler, "add", "-A")
+    hosts.git(scheduler, "commit", "-q", "-m", "run results")
+    hosts.git(scheduler, "push", "-q", "origin", "main")
     third = hosts.root / "third" / "checkout"
     subprocess.run(["git", "clone", "-q", str(hosts.origin), str(third)], check=True)
     third_environment = hosts.host_environment(hosts.root / "third" / "home")

@@ -35,6 +35,7 @@ from flows.team_config import (
     check_settings,
     database_url,
     mlflow_server_command,
+    private_team_environment,
     render_auth_ini,
     render_env_file,
     s3_client,
@@ -199,14 +200,7 @@ def team(
     root = tmp_path_factory.mktemp("team")
     environment = {
         **SECRETS,
-        "IMGFLOW_TEAM_STATE": str(root / "state"),
-        "IMGFLOW_S3_BUCKET": "imgflow-test",
-        "IMGFLOW_S3_PORT": str(free_port()),
-        "IMGFLOW_MLFLOW_PORT": str(free_port()),
-        "IMGFLOW_PREFECT_PORT": str(free_port()),
-        "IMGFLOW_MLFLOW_DB": team_databases[0],
-        "IMGFLOW_MLFLOW_AUTH_DB": team_databases[1],
-        "IMGFLOW_PREFECT_DB": team_databases[2],
+        **private_team_environment(root / "state", "imgflow-test", team_databases),
     }
     settings = Settings.from_environment(REPO_ROOT, environment=environment)
     ports = dict(zip(WEED_PORT_FLAGS, free_ports(len(WEED_PORT_FLAGS)), strict=True))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,17 +26,6 @@ DATA_MD5 = "2cead6ee2890f3b034b41bcc6e63e87f.dir"
 REPORT = '{"success": true}\n'
 
 
-def _git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
-
-
 def _lock(data_md5: str = DATA_MD5, report: str = REPORT) -> str:
     report_md5 = hashlib.md5(report.encode()).hexdigest()
     return yaml.safe_dump(
@@ -52,7 +42,7 @@ def _lock(data_md5: str = DATA_MD5, report: str = REPORT) -> str:
 
 
 @pytest.fixture
-def scheduler(tmp_path: Path) -> Path:
+def scheduler(tmp_path: Path, run_git: Callable[..., str]) -> Path:
     """A checkout with code, dvc.lock, data.dvc and a validation report, pushed to a remote."""
     origin = tmp_path / "origin.git"
     subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
@@ -63,38 +53,44 @@ def scheduler(tmp_path: Path) -> Path:
     (repo / "metrics" / "validation.json").write_text(REPORT)
     (repo / "dvc.lock").write_text(_lock())
     (repo / "data.dvc").write_text(yaml.safe_dump({"outs": [{"md5": DATA_MD5, "path": "data"}]}))
-    _git(repo.parent, "init", "-q", "-b", "main", str(repo))
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "code")
-    _git(repo, "remote", "add", "origin", str(origin))
-    _git(repo, "push", "-q", "-u", "origin", "main")
+    run_git(repo.parent, "init", "-q", "-b", "main", str(repo))
+    run_git(repo, "add", "-A")
+    run_git(repo, "commit", "-q", "-m", "code")
+    run_git(repo, "remote", "add", "origin", str(origin))
+    run_git(repo, "push", "-q", "-u", "origin", "main")
     return repo
 
 
-def test_the_scheduler_hands_off_its_pushed_commit_lock_and_report(scheduler: Path) -> None:
+def test_the_scheduler_hands_off_its_pushed_commit_lock_and_report(
+    scheduler: Path, run_git: Callable[..., str]
+) -> None:
     commit = check_code_shippable(scheduler)
-    assert commit == _git(scheduler, "rev-parse", "HEAD")
+    assert commit == run_git(scheduler, "rev-parse", "HEAD")
     handoff = build_handoff(scheduler, commit)
     assert handoff == Handoff(commit, DATA_MD5, _lock(), REPORT)
 
 
-def test_uncommitted_or_unpushed_code_is_refused_with_what_to_do(scheduler: Path) -> None:
+def test_uncommitted_or_unpushed_code_is_refused_with_what_to_do(
+    scheduler: Path, run_git: Callable[..., str]
+) -> None:
     (scheduler / "tasks" / "train.py").write_text("EPOCHS = 2\n")
     (scheduler / "tasks" / "new_module.py").write_text("\n")
     (scheduler / "dvc.lock").write_text(_lock() + "\n")  # outputs may change: not code
     with pytest.raises(HandoffError, match=r"2 code file\(s\) differ from HEAD") as error:
         check_code_shippable(scheduler)
     assert "tasks/train.py" in str(error.value) and "tasks/new_module.py" in str(error.value)
-    _git(scheduler, "add", "-A")
-    _git(scheduler, "commit", "-q", "-m", "not pushed")
+    run_git(scheduler, "add", "-A")
+    run_git(scheduler, "commit", "-q", "-m", "not pushed")
     with pytest.raises(HandoffError, match=r"is on no remote branch.*`git push` it"):
         check_code_shippable(scheduler)
 
 
-def test_the_worker_checks_commit_data_version_and_report(scheduler: Path, tmp_path: Path) -> None:
-    commit = _git(scheduler, "rev-parse", "HEAD")
+def test_the_worker_checks_commit_data_version_and_report(
+    scheduler: Path, tmp_path: Path, run_git: Callable[..., str]
+) -> None:
+    commit = run_git(scheduler, "rev-parse", "HEAD")
     worker = tmp_path / "worker"
-    _git(tmp_path, "clone", "-q", str(scheduler), str(worker))
+    run_git(tmp_path, "clone", "-q", str(scheduler), str(worker))
     good = Handoff(commit, DATA_MD5, _lock(), REPORT)
     wrong_commit = Handoff("0" * 40, DATA_MD5, _lock(), REPORT)
     with pytest.raises(HandoffError, match="the run was scheduled at 000000000000"):
